@@ -1,0 +1,123 @@
+"""Run the course headless, in order, and report how long each notebook took.
+
+    python -m course_utils.run_notebooks [--mode fast|full] [--out build/executed] [NOTEBOOK ...]
+
+Executes each notebook top to bottom in a fresh kernel (its own folder as working
+directory), writes the executed copy to `--out` (git ignores `build/`), and prints a table
+of notebook, seconds and status. Stops at the first failing notebook, naming the cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from tqdm.auto import tqdm
+
+from .config import MODES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class NotebookFailed(RuntimeError):
+    pass
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            return line.strip()[:70]
+    return "(empty cell)"
+
+
+def _reason(error_text: str) -> str:
+    """The last line of an error's text that says something (not a rule of dashes), colours removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", error_text)
+    lines = [ln.strip() for ln in text.splitlines() if re.search(r"\w", ln)]
+    return lines[-1] if lines else ""
+
+
+def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
+    """Execute one notebook; write the executed copy; return seconds. Raises NotebookFailed."""
+    nb = nbformat.read(path, as_version=4)
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    bar = tqdm(total=len(code_cells), desc=path.stem, leave=False, unit="cell")
+    current = {"index": None}
+
+    def on_start(cell, cell_index):
+        current["index"] = cell_index
+
+    def on_done(cell, cell_index):
+        bar.update(1)
+
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+        on_cell_start=on_start, on_cell_complete=on_done,
+    )
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
+        index = current["index"]
+        cell = nb.cells[index] if index is not None else None
+        number = code_cells.index(index) + 1 if index in code_cells else "?"
+        first = _first_line(cell.source) if cell is not None else ""
+        reason = _reason(str(err)) or type(err).__name__
+        if isinstance(err, DeadKernelError):
+            reason = f"the kernel died while running it (out of memory, or a crash in native code): {reason}"
+        raise NotebookFailed(
+            f"{path.name} failed in code cell {number} (cell index {index}), which starts "
+            f"`{first}`:\n  {reason}"
+        ) from None
+    finally:
+        bar.close()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out_dir / path.name)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.run_notebooks", description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all, in order)")
+    parser.add_argument("--mode", choices=MODES, default=os.environ.get("COURSE_MODE", "fast"))
+    parser.add_argument("--out", default=str(ROOT / "build" / "executed"), help="folder for executed copies")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    args = parser.parse_args(argv)
+
+    paths = [Path(p) for p in args.notebooks] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such notebook: {', '.join(missing)}")
+    # Kernels inherit this environment: the mode, and this Python first on PATH.
+    os.environ["COURSE_MODE"] = args.mode
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+    rows, failure = [], None
+    for path in tqdm(paths, desc=f"course ({args.mode} mode)", unit="notebook"):
+        try:
+            rows.append((path.name, run_notebook(path, Path(args.out), args.timeout), "ok"))
+        except NotebookFailed as err:
+            rows.append((path.name, float("nan"), "FAILED"))
+            failure = err
+            break
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\n{'notebook':<{width}}  {'seconds':>8}  status")
+    for name, seconds, status in rows:
+        print(f"{name:<{width}}  {seconds:8.1f}  {status}")
+    print(f"executed copies in {args.out}")
+    if failure is not None:
+        print(f"\n{failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
