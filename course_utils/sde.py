@@ -1,0 +1,241 @@
+"""Forward SDEs of diffusion models, their reverse-time SDE and probability-flow ODE.
+
+Time convention of notebooks 04–07: t = 0 is data, t = T (= 1) is noise.
+
+    forward        dx = f(x, t) dt + g(t) dW                         (data → noise)
+    reverse        dx = [f(x, t) − g(t)² ∇log p_t(x)] dt + g(t) dW̄    (Anderson 1982)
+    prob. flow     dx = [f(x, t) − ½ g(t)² ∇log p_t(x)] dt             (Song et al. 2021, eq. 13)
+
+The reverse equations run from t = T down to 0 (Δt < 0); `solvers.euler_maruyama` with
+`t_span=(T, 0)` and `solvers.odeint` integrate them as they are.
+
+Every SDE here is *affine*: its marginal given x(0) = x0 is the path of a schedule,
+x(t) = alpha_t x0 + sigma_t eps (course_utils.schedules). The SDE with those marginals has
+
+    f(x, t) = (d log alpha_t / dt) x,     g(t)² = d sigma_t² / dt − 2 (d log alpha_t / dt) sigma_t²
+
+(Kingma et al. 2021, app. A). `VPSDE`, `VESDE` and `OrnsteinUhlenbeck` override `drift`
+and `diffusion` with their textbook closed forms; the tests check they agree.
+
+Notation: x0 = data (x in `schedules`), `mean, std = sde.marginal_prob(x0, t)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+
+from .nn import append_dims, batch_time
+from .schedules import AffineSchedule, ScheduleOutput, VESchedule, VPSchedule
+
+ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Marginal(NamedTuple):
+    """x(t) | x(0) = x0 ~ N(mean, std² I): `mean: (B, *D)`, `std: (B,)`."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+class SDE:
+    """dx = f(x, t) dt + g(t) dW on [0, T]; subclasses give `drift`, `diffusion`, `marginal_prob`, prior."""
+
+    T: float = 1.0
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """f(x, t), shape like `x: (B, *D)`; `t: (B,)`."""
+        raise NotImplementedError
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t), shape (B,)."""
+        raise NotImplementedError
+
+    def marginal_prob(self, x0: torch.Tensor, t) -> Marginal:
+        raise NotImplementedError
+
+    @property
+    def prior_std(self) -> float:
+        raise NotImplementedError
+
+    def prior_sample(self, shape, *, generator: torch.Generator | None = None, device=None,
+                     dtype=torch.float32) -> torch.Tensor:
+        """x(T) ~ N(0, prior_std² I), shape `(B, *D)`."""
+        dev = generator.device if generator is not None else device
+        z = torch.randn(tuple(shape), generator=generator, device=dev, dtype=dtype)
+        return (self.prior_std * z).to(device) if device is not None else self.prior_std * z
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, prior_std² I), `(B, *D) -> (B,)`."""
+        d = z[0].numel()
+        return -0.5 * (z.flatten(1) ** 2).sum(1) / self.prior_std**2 - d * math.log(
+            self.prior_std * math.sqrt(2 * math.pi))
+
+    def sample_marginal(self, x0: torch.Tensor, t, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x(t) = mean + std · eps: a draw of the forward process at time t, without simulating it."""
+        mean, std = self.marginal_prob(x0, t)
+        dev = generator.device if generator is not None else x0.device
+        eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+        return mean + append_dims(std, x0.ndim) * eps
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
+        """The reverse-time SDE (or, with `probability_flow=True`, the ODE) driven by `score_fn(x, t)`."""
+        if not callable(score_fn):
+            raise ValueError("score_fn must be a callable score(x, t) -> ∇log p_t(x).")
+        return ReverseSDE(self, score_fn, probability_flow)
+
+
+@dataclass
+class ReverseSDE:
+    """dx = [f − c g² ∇log p_t] dt + [c = 1] g dW̄, with c = 1 (SDE) or ½ (probability-flow ODE).
+
+    Integrate from t = T to 0: `euler_maruyama(rev.drift, rev.diffusion, x_T, (T, 0))`, or, for
+    the ODE, `odeint(model_field(rev.drift), x_T, (T, 0))`.
+    """
+
+    sde: SDE
+    score_fn: ScoreFn
+    probability_flow: bool = False
+
+    @property
+    def T(self) -> float:
+        return self.sde.T
+
+    def drift(self, x: torch.Tensor, t) -> torch.Tensor:
+        t = batch_time(t, x)
+        g2 = append_dims(self.sde.diffusion(t) ** 2, x.ndim)
+        c = 0.5 if self.probability_flow else 1.0
+        return self.sde.drift(x, t) - c * g2 * self.score_fn(x, t)
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        g = self.sde.diffusion(t)
+        return torch.zeros_like(g) if self.probability_flow else g
+
+
+class AffineSDE(SDE):
+    """The SDE whose marginals are the path x(t) = alpha_t x0 + sigma_t eps of `schedule`.
+
+    f(x, t) = (alpha'_t / alpha_t) x,  g(t)² = 2 sigma_t sigma'_t − 2 (alpha'_t / alpha_t) sigma_t².
+    (At t = 0 with sigma_0 = 0 the product sigma_t sigma'_t is 0·∞: subclasses with a
+    closed form override `diffusion`.) The prior is N(0, sigma_T² I), which assumes alpha_T x0
+    is negligible against sigma_T.
+    """
+
+    def __init__(self, schedule: AffineSchedule, T: float = 1.0):
+        if getattr(schedule, "direction", None) != "data_to_noise":
+            raise ValueError("An SDE needs a data-to-noise schedule (t = 0 data, t = T noise), e.g. "
+                             "VPSchedule or VESchedule; wrap a flow schedule in schedules.Reversed.")
+        if T <= 0:
+            raise ValueError(f"The end time T must be positive, got {T}.")
+        self.schedule, self.T = schedule, float(T)
+
+    def _schedule(self, t, x) -> tuple[ScheduleOutput, torch.Tensor]:
+        t = batch_time(t, x)
+        return self.schedule(t), t
+
+    def drift(self, x, t):
+        s, _ = self._schedule(t, x)
+        return append_dims(s.d_alpha_t / s.alpha_t, x.ndim) * x
+
+    def diffusion(self, t):
+        s = self.schedule(torch.as_tensor(t))
+        g2 = 2 * s.sigma_t * s.d_sigma_t - 2 * (s.d_alpha_t / s.alpha_t) * s.sigma_t**2
+        return torch.sqrt(g2.clamp_min(0))
+
+    def marginal_prob(self, x0, t):
+        """mean = alpha_t x0, std = sigma_t."""
+        s, _ = self._schedule(t, x0)
+        return Marginal(append_dims(s.alpha_t, x0.ndim) * x0, s.sigma_t)
+
+    @property
+    def prior_std(self) -> float:
+        return float(self.schedule(torch.tensor([self.T], dtype=torch.float64)).sigma_t[0])
+
+
+class VPSDE(AffineSDE):
+    """Variance preserving (DDPM's limit): dx = −½ β(t) x dt + √β(t) dW, β linear in t.
+
+    Marginal: mean = e^{−½∫β} x0, std² = 1 − e^{−∫β} (Song et al. 2021, eq. 29).
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 < beta_min <= beta_max:
+            raise ValueError(f"Need 0 < beta_min <= beta_max, got {beta_min}, {beta_max}.")
+        super().__init__(VPSchedule(beta_min, beta_max))
+        self.beta_min, self.beta_max = beta_min, beta_max
+
+    def drift(self, x, t):
+        return -0.5 * append_dims(self.schedule.beta(batch_time(t, x)), x.ndim) * x
+
+    def diffusion(self, t):
+        return torch.sqrt(self.schedule.beta(torch.as_tensor(t)))
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+
+class VESDE(AffineSDE):
+    """Variance exploding (NCSN's limit): dx = √(d sigma_t²/dt) dW = sigma_t √(2 log(σ_max/σ_min)) dW.
+
+    sigma_t = σ_min (σ_max/σ_min)^t. The marginal std is sigma_t, as if the data already carried
+    noise of std σ_min at t = 0 (the usual convention; σ_min is small).
+    """
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 10.0):
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"Need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
+        super().__init__(VESchedule(sigma_min, sigma_max))
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    def drift(self, x, t):
+        return torch.zeros_like(x)
+
+    def diffusion(self, t):
+        sigma_t = self.schedule(torch.as_tensor(t)).sigma_t
+        return sigma_t * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+
+
+class OUSchedule(AffineSchedule):
+    """The Ornstein–Uhlenbeck path: alpha_t = e^{−θt}, sigma_t² = σ²/(2θ) (1 − e^{−2θt})."""
+
+    direction = "data_to_noise"
+
+    def __init__(self, theta: float = 1.0, sigma: float = 1.0):
+        self.theta, self.sigma = theta, sigma
+
+    def __call__(self, t):
+        alpha = torch.exp(-self.theta * t)
+        var = self.sigma**2 / (2 * self.theta) * -torch.expm1(-2 * self.theta * t)
+        sigma_t = torch.sqrt(var)
+        d_var = self.sigma**2 * alpha**2
+        return ScheduleOutput(alpha, sigma_t, -self.theta * alpha, d_var / (2 * sigma_t))
+
+
+class OrnsteinUhlenbeck(AffineSDE):
+    """dx = −θ x dt + σ dW: mean e^{−θt} x0, variance σ²/(2θ) (1 − e^{−2θt}) → stationary N(0, σ²/(2θ)).
+
+    (A mean-reverting level μ ≠ 0 is the same process for x − μ.) With θ = β/2, σ = √β it
+    is the VP SDE with constant β.
+    """
+
+    def __init__(self, theta: float = 1.0, sigma: float = 1.0, T: float = 1.0):
+        if theta <= 0 or sigma <= 0:
+            raise ValueError(f"Need theta > 0 and sigma > 0, got {theta}, {sigma}.")
+        super().__init__(OUSchedule(theta, sigma), T)
+        self.theta, self.sigma = theta, sigma
+
+    def drift(self, x, t):
+        return -self.theta * x
+
+    def diffusion(self, t):
+        t = torch.as_tensor(t)
+        return torch.full_like(t, self.sigma, dtype=t.dtype if t.is_floating_point() else torch.float32)
+
+    @property
+    def prior_std(self) -> float:
+        """The stationary std σ/√(2θ)."""
+        return self.sigma / math.sqrt(2 * self.theta)

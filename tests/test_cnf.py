@@ -1,0 +1,246 @@
+"""Continuous normalizing flows: divergences, Hutchinson, and log-densities against closed forms."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from course_utils import cnf
+from course_utils.nn import TimeMLP
+
+D64 = torch.float64
+
+
+class Linear(nn.Module):
+    """f(x, t) = A x on flattened x: the flow is x_t = e^{tA} x_0 and div f = tr A."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.A = nn.Parameter(A.clone())
+
+    def forward(self, x, t):
+        return (x.flatten(1) @ self.A.T).reshape(x.shape)
+
+
+def random_matrix(d, seed, scale=0.7):
+    return scale * torch.randn(d, d, generator=torch.Generator().manual_seed(seed), dtype=D64)
+
+
+def small_mlp(dim=2, seed=0):
+    torch.manual_seed(seed)
+    return TimeMLP(dim, hidden=32, depth=2, time_dim=8, time_scale=5.0).double()
+
+
+def jacobian_trace(model, x, t):
+    """tr ∂f/∂x per sample from the full autograd Jacobian (the slow, obvious way)."""
+    # samples do not interact, so the Jacobian of Σ_b f(x_b) w.r.t. x holds every sample's Jacobian
+    J = torch.autograd.functional.jacobian(lambda y: model(y, t).sum(0), x)  # (D, B, D)
+    return torch.diagonal(J.permute(1, 0, 2), dim1=1, dim2=2).sum(1)
+
+
+def closed_form_log_prob(A, x1):
+    """x1 = e^A x0 with x0 ~ N(0, I): x1 ~ N(0, e^A e^{Aᵀ})."""
+    M = torch.linalg.matrix_exp(A)
+    return torch.distributions.MultivariateNormal(torch.zeros(len(A), dtype=D64), M @ M.T).log_prob(x1)
+
+
+# ---------------------------------------------------------------------------- divergence
+
+
+def test_exact_divergence_equals_trace_of_autograd_jacobian():
+    model = small_mlp(3)
+    x = torch.randn(7, 3, dtype=D64).requires_grad_(True)
+    t = torch.rand(7, dtype=D64)
+    div = cnf.divergence_exact(model(x, t), x)
+    torch.testing.assert_close(div, jacobian_trace(model, x.detach(), t))
+
+
+def test_exact_divergence_on_image_shaped_states():
+    W = random_matrix(4, 1)
+    x = torch.randn(5, 1, 2, 2, dtype=D64).requires_grad_(True)
+    f_x = torch.tanh(x.flatten(1) @ W.T).reshape(x.shape)
+    want = ((1 - f_x.flatten(1).pow(2)) * torch.diagonal(W)).sum(1)  # Σ_i tanh'(·)_i W_ii
+    torch.testing.assert_close(cnf.divergence_exact(f_x, x), want)
+
+
+@pytest.mark.parametrize("kind", cnf.PROBES)
+def test_hutchinson_is_unbiased(kind):
+    model = small_mlp(4)
+    x = torch.randn(1, 4, dtype=D64).expand(4000, 4).clone().requires_grad_(True)
+    t = torch.full((4000,), 0.3, dtype=D64)
+    f_x = model(x, t)
+    eps = cnf.probe(x, kind, torch.Generator().manual_seed(0))
+    est = cnf.divergence_hutchinson(f_x, x, eps)
+    exact = cnf.divergence_exact(f_x, x)[0]
+    se = est.std() / math.sqrt(len(est))
+    assert abs(est.mean() - exact) < 4 * se
+    assert se > 0  # the probes really vary (not the exact trace in disguise)
+
+
+def test_probes_have_identity_second_moment():
+    x = torch.zeros(50000, 3, dtype=D64)
+    for kind in cnf.PROBES:
+        eps = cnf.probe(x, kind, torch.Generator().manual_seed(1))
+        torch.testing.assert_close(eps.T @ eps / len(eps), torch.eye(3, dtype=D64), atol=0.03, rtol=0)
+    assert set(cnf.probe(x, "rademacher").unique().tolist()) == {-1.0, 1.0}
+
+
+def test_rademacher_variance_formula_by_enumerating_all_sign_vectors():
+    A = random_matrix(3, 2)
+    signs = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3)), dtype=D64)  # all 8, equally likely
+    values = torch.einsum("ni,ij,nj->n", signs, A, signs)
+    torch.testing.assert_close(values.mean(), torch.trace(A))
+    torch.testing.assert_close(values.var(unbiased=False), cnf.hutchinson_variance(A, "rademacher"))
+
+
+def test_gaussian_variance_formula_matches_isserlis_and_monte_carlo():
+    A = random_matrix(4, 3)
+    isserlis = torch.trace(A @ A.T) + torch.trace(A @ A)  # ‖A‖_F² + tr(A²)
+    torch.testing.assert_close(cnf.hutchinson_variance(A, "gaussian"), isserlis)
+    eps = torch.randn(200000, 4, generator=torch.Generator().manual_seed(4), dtype=D64)
+    mc = torch.einsum("ni,ij,nj->n", eps, A, eps).var()
+    assert abs(mc / isserlis - 1) < 0.03
+
+
+def test_rademacher_is_exact_for_diagonal_and_never_worse():
+    assert cnf.hutchinson_variance(torch.diag(torch.tensor([1.0, -2.0, 3.0])), "rademacher") == 0
+    A = random_matrix(5, 5, scale=1.0)
+    A_batch = torch.stack([A, A + 3 * torch.eye(5, dtype=D64)])
+    gauss, rad = cnf.hutchinson_variance(A_batch, "gaussian"), cnf.hutchinson_variance(A_batch, "rademacher")
+    assert torch.all(rad < gauss)
+    torch.testing.assert_close(gauss - rad, 2 * torch.diagonal(A_batch, dim1=1, dim2=2).pow(2).sum(1))
+
+
+# ---------------------------------------------------------------------------- log-density
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_log_prob_of_a_linear_field_is_the_closed_form_gaussian(d):
+    A = random_matrix(d, 10 + d)
+    x1 = torch.randn(64, d, dtype=D64)
+    got = cnf.log_prob(Linear(A), x1, method="rk4", steps=32)
+    torch.testing.assert_close(got, closed_form_log_prob(A, x1), atol=1e-6, rtol=1e-6)
+
+
+def test_log_prob_on_image_shaped_states():
+    A = random_matrix(4, 20)
+    x1 = torch.randn(16, 1, 2, 2, dtype=D64)
+    got = cnf.log_prob(Linear(A), x1, steps=32)
+    torch.testing.assert_close(got, closed_form_log_prob(A, x1.flatten(1)), atol=1e-6, rtol=1e-6)
+
+
+def test_delta_log_p_of_a_linear_field_is_minus_t_trace():
+    A = random_matrix(2, 21)
+    x0 = torch.randn(8, 2, dtype=D64)
+    sol = cnf.integrate(Linear(A), x0, (0.0, 0.5), steps=16)
+    torch.testing.assert_close(sol.delta_log_p, torch.full((8,), -0.5 * torch.trace(A).item(), dtype=D64))
+    torch.testing.assert_close(sol.x, x0 @ torch.linalg.matrix_exp(0.5 * A).T)
+    assert sol.nfe == 16 * 4
+
+
+def test_rademacher_trace_is_exact_for_a_diagonal_linear_field():
+    A = torch.diag(torch.tensor([0.5, -0.8], dtype=D64))
+    x1 = torch.randn(32, 2, dtype=D64)
+    got = cnf.log_prob(Linear(A), x1, trace="hutchinson", generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, closed_form_log_prob(A, x1), atol=1e-6, rtol=1e-6)
+
+
+def test_log_prob_of_a_nonlinear_flow_integrates_to_one():
+    model = small_mlp(2, seed=3)
+    with torch.no_grad():
+        model.net[-1].weight.mul_(3.0)  # a clearly non-Gaussian density
+        xs = torch.linspace(-6, 6, 81, dtype=D64)
+        grid = torch.cartesian_prod(xs, xs)
+        p = cnf.log_prob(model, grid, steps=8).exp()
+    mass = p.sum().item() * (xs[1] - xs[0]).item() ** 2
+    assert abs(mass - 1) < 0.01
+    gaussian = torch.exp(cnf.standard_normal_log_prob(grid))
+    assert (p - gaussian).abs().max() > 0.01  # the field really changed the density
+
+
+def test_forward_and_backward_log_densities_agree():
+    model = small_mlp(2, seed=4)
+    x0 = torch.randn(64, 2, dtype=D64)
+    with torch.no_grad():
+        fwd = cnf.integrate(model, x0, (0.0, 1.0), method="dopri5", rtol=1e-8, atol=1e-8)
+        log_p1 = cnf.standard_normal_log_prob(x0) + fwd.delta_log_p
+        back = cnf.log_prob(model, fwd.x, method="dopri5", rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(back, log_p1, atol=1e-6, rtol=1e-6)
+    sample = cnf.sample(model, x0, method="dopri5", rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(sample.x, fwd.x, atol=1e-6, rtol=1e-6)
+
+
+def test_gradient_of_the_likelihood_matches_the_closed_form():
+    # f = a x in D dims: log p_1(x) = log N(e^{-a} x) − D a, so d/da = e^{-2a} ‖x‖² − D.
+    a = torch.tensor(0.3, dtype=D64)
+    model = Linear(a * torch.eye(3, dtype=D64))
+    x = torch.randn(10, 3, dtype=D64)
+    log_p = cnf.log_prob(model, x, steps=32)
+    (grad_A,) = torch.autograd.grad(log_p.sum(), model.A)
+    want = (torch.exp(-2 * a) * x.pow(2).sum(1) - 3).sum()
+    torch.testing.assert_close(torch.trace(grad_A), want, atol=1e-6, rtol=1e-6)
+
+
+def test_adjoint_gives_the_same_gradients():
+    grads = []
+    for adjoint in (False, True):
+        model = small_mlp(2, seed=5)
+        loss = cnf.nll_loss(model, torch.randn(16, 2, dtype=D64, generator=torch.Generator().manual_seed(0)),
+                            method="dopri5", rtol=1e-8, atol=1e-8, adjoint=adjoint)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_no_grad_gives_the_same_values_without_a_graph():
+    model = small_mlp(2, seed=6)
+    x = torch.randn(8, 2, dtype=D64)
+    with torch.no_grad():
+        cheap = cnf.log_prob(model, x)
+    full = cnf.log_prob(model, x)
+    assert not cheap.requires_grad and full.requires_grad
+    torch.testing.assert_close(cheap, full.detach())
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_clear_errors():
+    model = small_mlp(2)
+    x = torch.randn(4, 2, dtype=D64)
+    with pytest.raises(ValueError, match="Unknown trace"):
+        cnf.log_prob(model, x, trace="jacobian")
+    with pytest.raises(ValueError, match="Unknown probe"):
+        cnf.log_prob(model, x, trace="hutchinson", probe_kind="uniform")
+    with pytest.raises(ValueError, match=r"\(B, \*D\)"):
+        cnf.log_prob(model, torch.randn(2, dtype=D64))
+    with pytest.raises(ValueError, match="shape of x"):
+        cnf.log_prob(lambda x, t: x[:, :1], x)
+    with pytest.raises(ValueError, match="requires_grad_"):
+        cnf.divergence_exact(x * 2, x)
+    xg = x.clone().requires_grad_(True)
+    with pytest.raises(ValueError, match="probe eps"):
+        cnf.divergence_hutchinson(xg * 2, xg, torch.ones(4, 3))
+    with pytest.raises(ValueError, match="square"):
+        cnf.hutchinson_variance(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="Unknown probe"):
+        cnf.hutchinson_variance(torch.eye(2), "normal")
+
+
+# ---------------------------------------------------------------------------- exercise checks
+
+
+def test_exercise_checks_pass_the_reference_and_name_common_mistakes():
+    from course_utils import exercises
+    from course_utils.exercises import cnf as ex
+
+    exercises.check_hutchinson_divergence(ex.reference_hutchinson_divergence)
+    exercises.check_augmented_dynamics(ex.reference_augmented_dynamics)
+    with pytest.raises(exercises.ExerciseError, match="exact divergence"):
+        exercises.check_hutchinson_divergence(lambda f, x, eps: ex._exact_div(f, x))
+    with pytest.raises(exercises.ExerciseError, match="wrong sign"):
+        exercises.check_augmented_dynamics(lambda field, x, t: (field(x, t), ex._exact_div(field, x, t)))
+    with pytest.raises(exercises.ExerciseError, match="not implemented"):
+        exercises.check_augmented_dynamics(lambda *a: (_ for _ in ()).throw(NotImplementedError()))

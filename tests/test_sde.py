@@ -1,0 +1,162 @@
+"""SDEs: closed forms against the generic affine SDE, Euler–Maruyama against the marginals,
+the reverse SDE and probability-flow ODE against known answers."""
+
+import math
+
+import pytest
+import torch
+
+from course_utils import mixtures, solvers
+from course_utils import sde as sdes
+from course_utils.schedules import LinearSchedule, VESchedule, VPSchedule
+
+T_GRID = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)
+
+
+def closed_and_generic():
+    return [
+        (sdes.VPSDE(0.1, 20.0), sdes.AffineSDE(VPSchedule(0.1, 20.0))),
+        (sdes.VESDE(0.01, 10.0), sdes.AffineSDE(VESchedule(0.01, 10.0))),
+        (sdes.OrnsteinUhlenbeck(0.7, 1.3), sdes.AffineSDE(sdes.OUSchedule(0.7, 1.3))),
+    ]
+
+
+@pytest.mark.parametrize("closed,generic", closed_and_generic())
+def test_closed_forms_equal_the_generic_affine_sde(closed, generic):
+    x = torch.randn(50, 2, dtype=torch.float64)
+    torch.testing.assert_close(closed.drift(x, T_GRID), generic.drift(x, T_GRID))
+    torch.testing.assert_close(closed.diffusion(T_GRID).double().expand(50), generic.diffusion(T_GRID))
+
+
+@pytest.mark.parametrize("sde", [pair[0] for pair in closed_and_generic()])
+def test_variance_ode_holds(sde):
+    """For dx = a(t) x dt + g dW the variance obeys dσ²/dt = 2 a σ² + g² (finite differences in t)."""
+    h = 1e-5
+    t = T_GRID[:-1]
+    var = lambda s: sde.schedule(s).sigma_t ** 2
+    d_var = (var(t + h) - var(t - h)) / (2 * h)
+    one = torch.ones(len(t), 1, dtype=torch.float64)
+    a = sde.drift(one, t)[:, 0]
+    torch.testing.assert_close(d_var, 2 * a * var(t) + sde.diffusion(t) ** 2, rtol=1e-5, atol=1e-6)
+
+
+def test_ou_with_constant_beta_is_the_vp_sde():
+    beta = 3.0
+    ou, vp = sdes.OrnsteinUhlenbeck(beta / 2, math.sqrt(beta)), sdes.VPSDE(beta, beta)
+    x0 = torch.randn(50, 3, dtype=torch.float64)
+    for a, b in zip(ou.marginal_prob(x0, T_GRID), vp.marginal_prob(x0, T_GRID)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ou.prior_std, 1.0)
+
+
+@pytest.mark.parametrize("sde", [sdes.VPSDE(), sdes.VESDE(0.05, 5.0), sdes.OrnsteinUhlenbeck(1.0, 1.5)])
+def test_euler_maruyama_matches_the_closed_form_marginal(sde):
+    n, x_start = 10_000, 1.5
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.full((n, 1), x_start, dtype=torch.float64)
+    # the marginals start from the schedule at t = 0 (VE: the data already carries noise σ_min)
+    start = sde.sample_marginal(x0, 0.0, generator=gen)
+    sol = solvers.euler_maruyama(sde.drift, sde.diffusion, start, (0.0, 1.0), steps=400,
+                                 generator=gen, return_trajectory=True)
+    for k in (100, 200, 400):
+        mean, std = sde.marginal_prob(x0[:1], sol.t[k])
+        x = sol.trajectory[k]
+        assert abs(x.mean() - mean[0, 0]) < 4 * std[0] / math.sqrt(n) + 0.01 * abs(mean[0, 0]) + 1e-3
+        assert abs(x.std() / std[0] - 1) < 0.04  # sampling error of the std ≈ 0.7 %
+
+
+def test_marginal_prob_shapes_and_sampling_on_images():
+    vp = sdes.VPSDE()
+    x0 = torch.randn(4, 1, 28, 28)
+    mean, std = vp.marginal_prob(x0, torch.rand(4))
+    assert mean.shape == x0.shape and std.shape == (4,) and mean.dtype == torch.float32
+    xt = vp.sample_marginal(x0, 1.0, generator=torch.Generator().manual_seed(0))
+    assert xt.shape == x0.shape and abs(xt.std().item() - 1) < 0.05  # at t = 1 almost pure noise
+    assert vp.drift(x0, 0.5).shape == x0.shape
+
+
+def test_prior_sample_and_log_prob():
+    ve = sdes.VESDE(0.01, 10.0)
+    z = ve.prior_sample((20_000, 2), generator=torch.Generator().manual_seed(0))
+    assert abs(z.std().item() / 10.0 - 1) < 0.02
+    want = torch.distributions.Normal(0.0, 10.0).log_prob(z[:5]).sum(1)
+    torch.testing.assert_close(ve.prior_log_prob(z[:5]), want)
+    assert sdes.VPSDE().prior_sample((3, 2)).shape == (3, 2)
+
+
+def test_reverse_drifts():
+    vp = sdes.VPSDE()
+    score = lambda x, t: -x * 2.0
+    x, t = torch.randn(5, 2), torch.rand(5)
+    g2 = vp.diffusion(t)[:, None] ** 2
+    rev, ode = vp.reverse(score), vp.reverse(score, probability_flow=True)
+    torch.testing.assert_close(rev.drift(x, t), vp.drift(x, t) - g2 * score(x, t))
+    torch.testing.assert_close(ode.drift(x, t), vp.drift(x, t) - 0.5 * g2 * score(x, t))
+    torch.testing.assert_close(rev.diffusion(t), vp.diffusion(t))
+    assert (ode.diffusion(t) == 0).all()
+
+
+def test_probability_flow_of_a_gaussian_rescales_quantiles():
+    """Data N(0, s²) under VP: p_t = N(0, std_t²) with std_t² = alpha_t² s² + sigma_t², and the
+    ODE (1D, monotone) maps x_T to x_T · s / std_T."""
+    s0, vp = 0.5, sdes.VPSDE()
+    gm = mixtures.GaussianMixture([[0.0]], [s0])
+    ode = vp.reverse(gm.marginal_score(vp.schedule), probability_flow=True)
+    x1 = torch.linspace(-2, 2, 9, dtype=torch.float64)[:, None]
+    out = solvers.odeint(solvers.model_field(ode.drift), x1, (1.0, 0.0), method="rk4", steps=200)
+    std1 = gm.marginal(vp.schedule, 1.0).stds[0, 0]
+    torch.testing.assert_close(out.x, x1 * s0 / std1, atol=1e-5, rtol=1e-5)
+
+
+def test_reverse_sde_with_exact_score_recovers_the_mixture():
+    gm = mixtures.GaussianMixture([[-2.0], [1.5]], [0.3, 0.4], [0.25, 0.75])
+    vp, gen = sdes.VPSDE(), torch.Generator().manual_seed(0)
+    rev = vp.reverse(gm.marginal_score(vp.schedule))
+    x1 = vp.prior_sample((4000, 1), generator=gen)
+    x0 = solvers.euler_maruyama(rev.drift, rev.diffusion, x1, (1.0, 0.0), steps=200, generator=gen).x
+    weight_left = (gm.responsibilities(x0).argmax(1) == 0).double().mean()
+    assert abs(weight_left - 0.25) < 0.03
+    assert abs(x0.mean().item() - gm.mean().item()) < 0.08
+    # a wrong reverse drift (no score) would only contract the noise: check we did better
+    assert abs(x0[x0 > 0].std().item() - 0.4) < 0.05
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="data-to-noise"):
+        sdes.AffineSDE(LinearSchedule())
+    with pytest.raises(ValueError, match="beta_min"):
+        sdes.VPSDE(5.0, 1.0)
+    with pytest.raises(ValueError, match="sigma_min"):
+        sdes.VESDE(1.0, 0.5)
+    with pytest.raises(ValueError, match="theta"):
+        sdes.OrnsteinUhlenbeck(-1.0)
+    with pytest.raises(ValueError, match="callable"):
+        sdes.VPSDE().reverse(3.0)
+    with pytest.raises(ValueError, match="shape"):
+        sdes.VPSDE().marginal_prob(torch.zeros(4, 2), torch.zeros(3))
+
+
+# ---------------------------------------------------------------------------- exercise check (notebook 04)
+def test_euler_maruyama_step_check_names_the_mistake(capsys):
+    import math as m
+
+    from course_utils import exercises
+    from course_utils.exercises.sdes import reference_euler_maruyama_step
+
+    exercises.check_euler_maruyama_step(reference_euler_maruyama_step)
+    assert "agrees" in capsys.readouterr().out
+    wrong_scale = lambda f, g, x, t, dt, z: x + f(x, t) * dt + g(t)[:, None] * dt * z
+    with pytest.raises(exercises.ExerciseError, match="√Δt, not Δt"):
+        exercises.check_euler_maruyama_step(wrong_scale)
+    no_noise = lambda f, g, x, t, dt, z: x + f(x, t) * dt
+    with pytest.raises(exercises.ExerciseError, match="noise term"):
+        exercises.check_euler_maruyama_step(no_noise)
+    wrong_sign = lambda f, g, x, t, dt, z: x - f(x, t) * dt + g(t)[:, None] * m.sqrt(dt) * z
+    with pytest.raises(exercises.ExerciseError, match="wrong values"):
+        exercises.check_euler_maruyama_step(wrong_sign)
+
+    def stub(f, g, x, t, dt, z):
+        raise NotImplementedError
+
+    with pytest.raises(exercises.ExerciseError, match="not implemented yet"):
+        exercises.check_euler_maruyama_step(stub)
