@@ -1,0 +1,435 @@
+import math
+
+import pytest
+import torch
+
+from course_utils import diffusion as D
+from course_utils import exercises
+from course_utils import sde as sdes
+from course_utils.nn import append_dims
+from course_utils.schedules import VPSchedule
+
+F64 = torch.float64
+
+
+def make(T=50, variance="small", kind="linear"):
+    sched = D.DiscreteSchedule.linear(T) if kind == "linear" else D.DiscreteSchedule.cosine(T)
+    return D.GaussianDiffusion(sched, variance=variance)
+
+
+def gaussian_eps(diff, mean, var):
+    """The exact E[ε | x_t] when x_0 ~ N(mean, var·I): √(1−ᾱ)(x − √ᾱ mean)/(ᾱ var + 1 − ᾱ)."""
+
+    def eps_fn(x, t):
+        abar = diff.abar(t, x)
+        return (1 - abar).sqrt() * (x - abar.sqrt() * mean) / (abar * var + 1 - abar)
+
+    return eps_fn
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+
+def test_linear_betas_are_ho_et_al_at_T_1000_and_tables_are_float64():
+    betas = D.linear_betas(1000)
+    assert betas.dtype == F64 and betas.shape == (1000,)
+    torch.testing.assert_close(betas[[0, -1]], torch.tensor([1e-4, 0.02], dtype=F64))
+    sched = D.DiscreteSchedule(betas)
+    assert sched.betas[0] == 0 and sched.alphas_cumprod[0] == 1
+    torch.testing.assert_close(sched.alphas_cumprod[1:], torch.cumprod(1 - betas, 0))
+
+
+def test_cosine_schedule_alpha_bar_is_the_squared_cosine():
+    T, s = 100, 0.008
+    sched = D.DiscreteSchedule.cosine(T, s)
+    t = torch.arange(T + 1, dtype=F64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
+    # identical until β hits its 0.999 cap at the very last step
+    torch.testing.assert_close(sched.alphas_cumprod[:-1], (f / f[0])[:-1])
+    assert sched.betas.max() <= 0.999
+
+
+def test_discrete_linear_schedule_converges_to_the_vp_sde():
+    vp = VPSchedule(0.1, 20.0)
+
+    def gap(T):
+        sched = D.DiscreteSchedule.linear(T)
+        tau = torch.arange(T + 1, dtype=F64) / T
+        return (sched.alphas_cumprod.sqrt() - vp(tau).alpha_t).abs().max().item()
+
+    g100, g1000 = gap(100), gap(1000)
+    assert g1000 < 5e-3 and g1000 < g100 / 5
+
+
+def test_log_snr_is_decreasing_and_infinite_at_the_data():
+    lam = D.DiscreteSchedule.cosine(64).log_snr()
+    assert math.isinf(lam[0]) and (lam[1:].diff() < 0).all()
+
+
+def test_schedule_errors():
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        D.DiscreteSchedule(torch.tensor([0.1, 1.0]))
+    with pytest.raises(ValueError, match="positive integer"):
+        D.linear_betas(0)
+    with pytest.raises(ValueError, match="T > beta_max"):
+        D.linear_betas(20)
+    with pytest.raises(ValueError, match="DiscreteSchedule"):
+        D.GaussianDiffusion(VPSchedule())
+    with pytest.raises(ValueError, match="variance"):
+        make(variance="medium")
+
+
+# --- forward process ------------------------------------------------------------------------------
+
+
+def test_closed_form_marginal_matches_simulating_the_chain():
+    diff = make(T=40)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.tensor([1.5, -0.5], dtype=F64).expand(40_000, 2)
+    x = x0
+    for t in range(1, 26):
+        x = diff.q_step(x, t, generator=gen)
+    q = diff.q_marginal(x0, 25)
+    se = (q.var[0] / x.shape[0]).sqrt()
+    assert ((x.mean(0) - q.mean[0]).abs() < 5 * se).all()
+    torch.testing.assert_close(x.var(0), q.var[0], rtol=0.03, atol=0)
+    torch.testing.assert_close(q.var[0], (1 - diff.schedule.alphas_cumprod[25]).expand(2))
+
+
+def test_q_sample_on_images_and_dtype_device_follow_the_input():
+    diff = make(T=30)
+    x0, eps = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 5, 30])
+    x_t = diff.q_sample(x0, t, eps)
+    assert x_t.dtype == torch.float32 and x_t.shape == x0.shape
+    torch.testing.assert_close(x_t[0], x0[0])  # t = 0 is the data
+    abar = diff.schedule.alphas_cumprod[5].float()
+    torch.testing.assert_close(x_t[1], abar.sqrt() * x0[1] + (1 - abar).sqrt() * eps[1])
+    torch.testing.assert_close(diff.predict_x0(x_t[1:], t[1:], eps[1:]), x0[1:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(diff.predict_eps(x_t[1:], t[1:], x0[1:]), eps[1:], rtol=1e-4, atol=1e-4)
+
+
+def test_time_errors_are_clear():
+    diff, x = make(T=30), torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"0\.\.30"):
+        diff.q_sample(x, 31)
+    with pytest.raises(ValueError, match="integers"):
+        diff.q_sample(x, torch.full((4,), 0.5))
+    with pytest.raises(ValueError, match="shape"):
+        diff.q_sample(x, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="s < t"):
+        diff.q_posterior(x, x, 3, 3)
+    with pytest.raises(ValueError, match="eta"):
+        diff.ddim_step(x, x, 3, eta=-0.1)
+    with pytest.raises(ValueError, match="steps"):
+        diff.timesteps(31)
+    with pytest.raises(ValueError, match="shape"):
+        diff.ddim_step(x, torch.randn(4, 3), 3)
+    with pytest.raises(ValueError, match="sampler"):
+        diff.sample(lambda x, t: x, x, method="euler")
+
+
+# --- reverse process and the ELBO ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("s", [None, 2])
+def test_posterior_is_bayes_rule_for_gaussians(s):
+    diff = make(T=30)
+    t, s_ = 9, (8 if s is None else s)
+    ab = diff.schedule.alphas_cumprod
+    a_ts = ab[t] / ab[s_]  # x_t | x_s ~ N(√a_ts x_s, (1 − a_ts) I)
+    var = 1 / (1 / (1 - ab[s_]) + a_ts / (1 - a_ts))
+    x0, x_t = torch.randn(5, 2, dtype=F64), torch.randn(5, 2, dtype=F64)
+    mean = var * (ab[s_].sqrt() * x0 / (1 - ab[s_]) + a_ts.sqrt() * x_t / (1 - a_ts))
+    post = diff.q_posterior(x0, x_t, t, s)
+    torch.testing.assert_close(post.mean, mean)
+    torch.testing.assert_close(post.var, var.expand(5, 2))
+
+
+def test_model_mean_is_ho_eq_11_and_large_variance_is_beta():
+    diff = make(T=30)
+    x_t, eps = torch.randn(6, 1, 3, 3, dtype=F64), torch.randn(6, 1, 3, 3, dtype=F64)
+    sc, t = diff.schedule, 7
+    p = diff.p_mean_variance(x_t, eps, t)
+    ho = (x_t - sc.betas[t] / (1 - sc.alphas_cumprod[t]).sqrt() * eps) / sc.alphas[t].sqrt()
+    torch.testing.assert_close(p.mean, ho)
+    big = D.GaussianDiffusion(sc, "large").p_mean_variance(x_t, eps, t)
+    torch.testing.assert_close(big.var, sc.betas[t].expand_as(x_t))
+    assert (p.var < big.var).all()
+
+
+@pytest.mark.parametrize("s", [None, 3])
+def test_ddim_with_eta_one_is_the_ddpm_step(s):
+    diff = make(T=40)
+    x_t, eps = torch.randn(8, 2, dtype=F64), torch.randn(8, 2, dtype=F64)
+    ddpm = diff.p_mean_variance(x_t, eps, 17, s)
+    ddim = diff.ddim_mean_variance(x_t, eps, 17, s, eta=1.0)
+    torch.testing.assert_close(ddim.mean, ddpm.mean)
+    torch.testing.assert_close(ddim.var, ddpm.var)
+    assert (diff.ddim_mean_variance(x_t, eps, 17, s, eta=0.0).var == 0).all()
+
+
+def test_deterministic_ddim_is_euler_in_scaled_variables():
+    """x̄ = x/√ᾱ, σ̄ = √((1−ᾱ)/ᾱ): one η = 0 step is x̄_s = x̄_t + (σ̄_s − σ̄_t) ε̂ exactly."""
+    diff = make(T=60, kind="cosine")
+    x_t, eps = torch.randn(5, 2, dtype=F64), torch.randn(5, 2, dtype=F64)
+    ab = diff.schedule.alphas_cumprod
+    t, s = 40, 25
+    sig = ((1 - ab) / ab).sqrt()
+    x_bar_s = x_t / ab[t].sqrt() + (sig[s] - sig[t]) * eps
+    torch.testing.assert_close(diff.ddim_step(x_t, eps, t, s), ab[s].sqrt() * x_bar_s)
+
+
+def test_deterministic_ddim_is_euler_on_the_vp_sde_probability_flow_ode():
+    """`sde.VPSDE(0.1, 20).reverse(score, probability_flow=True)` with ∇log p = −ε/σ_τ, τ = t/T: in (x̄, σ̄) its
+    field is dx̄/dσ̄ = ε exactly (the DDIM step's slope); in τ one DDIM step t → t − 1 is its Euler step up to O(1/T²)."""
+    vpsde = sdes.VPSDE(0.1, 20.0)
+    gen = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(8, 2, generator=gen, dtype=F64), torch.randn(8, 2, generator=gen, dtype=F64)
+    pf = vpsde.reverse(lambda y, tau: -eps / append_dims(vpsde.marginal_prob(y, tau).std, y.ndim), probability_flow=True)
+    tau = torch.rand(8, generator=gen, dtype=F64) * 0.98 + 0.01
+    c = vpsde.schedule(tau)
+    a, s, da, ds = (append_dims(v, 2) for v in (c.alpha_t, c.sigma_t, c.d_alpha_t, c.d_sigma_t))
+    d_x_bar = pf.drift(x, tau) / a - x * da / a**2  # d(x/α)/dτ
+    torch.testing.assert_close(d_x_bar / ((ds * a - s * da) / a**2), eps)  # ÷ d(σ/α)/dτ
+    assert (pf.diffusion(tau) == 0).all()
+
+    def gap(T):
+        diff, t = make(T=T), T // 2
+        euler = x - pf.drift(x, torch.full((8,), t / T, dtype=F64)) / T
+        step = diff.ddim_step(x, eps, t, t - 1, eta=0.0)
+        return (step - euler).abs().max().item(), (step - x).abs().max().item()
+
+    (gap_100, step_100), (gap_1000, _) = gap(100), gap(1000)
+    assert gap_100 < 0.1 * step_100 and gap_1000 < gap_100 / 50
+
+
+def test_kl_term_is_weighted_eps_error_and_a_constant_for_large_variance():
+    x0, x_t = torch.randn(7, 2, dtype=F64), torch.randn(7, 2, dtype=F64)
+    eps_a, eps_b = torch.randn(7, 2, dtype=F64), torch.randn(7, 2, dtype=F64)
+    for variance in D.VARIANCES:
+        diff = make(T=30, variance=variance)
+        t = 12
+        eps = diff.predict_eps(x_t, t, x0)  # the ε that produced x_t from x_0
+        gaps = []
+        for eps_hat in (eps_a, eps_b):
+            kl = D.gaussian_kl(diff.q_posterior(x0, x_t, t), diff.p_mean_variance(x_t, eps_hat, t))
+            gaps.append(kl - diff.vlb_weight(t) * (eps - eps_hat).pow(2).sum(1))
+        if variance == "small":
+            torch.testing.assert_close(gaps[0], torch.zeros(7, dtype=F64))
+        else:  # KL of two different variances: a constant that does not depend on ε̂
+            torch.testing.assert_close(gaps[0], gaps[1])
+            assert (gaps[0] > 1e-3).all()
+    with pytest.raises(ValueError, match="2..30"):
+        diff.vlb_weight(1)
+
+
+def test_gaussian_kl_and_nll_match_torch_distributions():
+    from torch.distributions import Normal, kl_divergence
+
+    m1, m2 = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    v1, v2 = torch.rand(4, 3, dtype=F64) + 0.1, torch.rand(4, 3, dtype=F64) + 0.1
+    want = kl_divergence(Normal(m1, v1.sqrt()), Normal(m2, v2.sqrt())).sum(1)
+    torch.testing.assert_close(D.gaussian_kl(D.Gaussian(m1, v1), D.Gaussian(m2, v2)), want)
+    x = torch.randn(4, 3, dtype=F64)
+    torch.testing.assert_close(D.gaussian_nll(x, D.Gaussian(m1, v1)), -Normal(m1, v1.sqrt()).log_prob(x).sum(1))
+
+
+def test_elbo_is_tight_for_gaussian_data_and_the_exact_model():
+    """x_0 ~ N(0, I): with ε̂ = E[ε|x_t] and σ_t² = β_t the model's chain is the true reverse chain,
+    so E[−ELBO(x_0)] = −log N(x_0; 0, I) for every x_0."""
+    diff = make(T=30, variance="large")
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(1, 2, dtype=F64, generator=gen).expand(10_000, 2)
+    vlb = diff.vlb_terms(gaussian_eps(diff, 0.0, 1.0), x0, generator=gen)
+    nll = 0.5 * (x0[0] ** 2).sum() + math.log(2 * math.pi)
+    total = vlb.total
+    assert abs(total.mean() - nll) < 4 * total.std() / math.sqrt(len(total)) + 1e-3
+    assert vlb.terms.shape == (10_000, 30)
+    # a worse model (ε̂ off by 20 %) gives a looser bound
+    worse = diff.vlb_terms(lambda x, t: 1.2 * gaussian_eps(diff, 0.0, 1.0)(x, t), x0, generator=gen)
+    assert worse.total.mean() > nll + 0.05
+
+
+def test_simple_loss_at_its_known_minimum():
+    """For x_0 ~ N(m, v): min L_simple = mean_t of Var(ε | x_t) = ᾱv/(ᾱv + 1 − ᾱ) per dimension."""
+    diff, m, v = make(T=50), torch.tensor([1.0, -2.0]), 0.25
+    gen = torch.Generator().manual_seed(1)
+    x0 = m + v**0.5 * torch.randn(200_000, 2, generator=gen)
+    loss = diff.loss(gaussian_eps(diff, m, v), x0, generator=gen)
+    ab = diff.schedule.alphas_cumprod[1:]
+    assert abs(loss.item() - (ab * v / (ab * v + 1 - ab)).mean().item()) < 0.005
+    assert diff.loss(lambda x, t: torch.zeros_like(x), x0, generator=gen) > loss + 0.05
+
+
+# --- sampling ------------------------------------------------------------------------------------------
+
+
+def sampler_variance(diff, v, method, eta):
+    """Var of the final sample for N(m, v) data and the exact ε, by a scalar recursion written out
+    by hand: each step is x_s = c x_t + const + σ z, so Var_s = c² Var_t + σ²."""
+    ab, var = diff.schedule.alphas_cumprod, 1.0
+    for t in range(diff.T, 0, -1):
+        s, k = t - 1, 1 / (ab[t] * v + 1 - ab[t])  # ε̂ = √(1−ᾱ_t) k (x_t − √ᾱ_t m)
+        if method == "ddpm":  # Ho et al. eq. 11
+            beta = 1 - ab[t] / ab[s]
+            c = (1 - beta * k) / (1 - beta).sqrt()
+            sigma2 = beta * (1 if diff.variance == "large" else (1 - ab[s]) / (1 - ab[t]))
+        else:  # DDIM eq. 12: √ᾱ_s x̂_0 + √(1 − ᾱ_s − σ²) ε̂
+            sigma2 = eta**2 * (1 - ab[s]) / (1 - ab[t]) * (1 - ab[t] / ab[s])
+            c = (ab[s] / ab[t]).sqrt() * (1 - (1 - ab[t]) * k) + (1 - ab[s] - sigma2).sqrt() * (1 - ab[t]).sqrt() * k
+        var = c**2 * var + sigma2
+    return float(var)
+
+
+@pytest.mark.parametrize("method,eta,variance", [("ddpm", 0.0, "small"), ("ddpm", 0.0, "large"),
+                                                  ("ddim", 0.0, "small"), ("ddim", 1.0, "small")])
+def test_samplers_on_gaussian_data_with_the_exact_eps(method, eta, variance):
+    """Each sampler's output has the variance its steps imply. At v = 0.25 the deterministic
+    sampler follows the ODE (v up to Euler error); β̃ ("small", exact for a point mass) and
+    β ("large", exact for v = 1) bracket v."""
+    diff, m, v = make(T=50, variance=variance), torch.tensor([1.0, -2.0]), 0.25
+    gen = torch.Generator().manual_seed(2)
+    x_T = torch.randn(20_000, 2, generator=gen)
+    out = diff.sample(gaussian_eps(diff, m, v), x_T, method=method, eta=eta, generator=gen)
+    assert out.nfe == 50 and out.trajectory is None
+    torch.testing.assert_close(out.x.mean(0), m, atol=0.02, rtol=0)
+    want = sampler_variance(diff, v, method, eta)
+    torch.testing.assert_close(out.x.var(0), torch.full((2,), want), atol=0.01, rtol=0)
+    if method == "ddim" and eta == 0:
+        assert abs(want - v) < 0.03
+    if method == "ddpm":
+        assert (want < v) == (variance == "small") and abs(want - v) > 0.005
+
+
+def test_sample_trajectory_nfe_and_images():
+    diff = make(T=30)
+    calls = []
+
+    def eps_fn(x, t):
+        calls.append(t)
+        return 0.1 * x
+
+    x_T = torch.randn(4, 1, 5, 5)
+    out = diff.sample(eps_fn, x_T, steps=6, method="ddim", return_trajectory=True)
+    assert out.nfe == 6 == len(calls) and out.trajectory.shape == (7, 4, 1, 5, 5)
+    assert out.timesteps.tolist() == [30, 25, 20, 15, 10, 5, 0]
+    assert calls[0].shape == (4,) and calls[0].dtype == torch.long
+    torch.testing.assert_close(out.trajectory[0], x_T)
+    again = diff.sample(eps_fn, x_T, steps=6, method="ddim")
+    torch.testing.assert_close(again.x, out.x)  # η = 0 is deterministic
+    clipped = diff.sample(lambda x, t: torch.zeros_like(x), 10 * x_T, steps=3, method="ddim", clip_x0=1.0)
+    assert clipped.x.abs().max() <= 1 + 1e-5  # the last step returns x̂_0
+
+
+def test_ddim_inversion_is_exact_for_a_constant_eps_and_converges_otherwise():
+    diff = make(T=200)
+    x0 = torch.randn(50, 2, dtype=F64)
+    const = torch.randn(50, 2, dtype=F64)
+    latent = diff.ddim_invert(lambda x, t: const, x0, steps=17).x
+    torch.testing.assert_close(diff.sample(lambda x, t: const, latent, steps=17, method="ddim").x, x0)
+
+    eps_fn = gaussian_eps(diff, torch.tensor([1.0, -2.0], dtype=F64), 0.25)
+    x0 = torch.tensor([1.0, -2.0], dtype=F64) + 0.5 * torch.randn(50, 2, dtype=F64)
+
+    def round_trip(steps):
+        z = diff.ddim_invert(eps_fn, x0, steps=steps).x
+        return (diff.sample(eps_fn, z, steps=steps, method="ddim").x - x0).abs().max().item()
+
+    fine, coarse = round_trip(200), round_trip(20)
+    assert fine < 0.06 and fine < coarse / 4
+
+
+def test_model_eps_feeds_continuous_time():
+    diff = make(T=50)
+    seen = {}
+
+    def net(x, tau, y=None):
+        seen["tau"], seen["y"] = tau, y
+        return torch.zeros_like(x)
+
+    diff.model_eps(net, y=3)(torch.randn(2, 2), torch.tensor([10, 50]))
+    torch.testing.assert_close(seen["tau"], torch.tensor([0.2, 1.0]))
+    assert seen["y"] == 3
+
+
+def test_ddpm_step_is_euler_maruyama_of_the_reverse_vp_sde_to_first_order():
+    """x_{t−1} = x + β_t(½x + ∇log p) + √β_t z + O(β²): the gap shrinks ~T² as T grows."""
+
+    def gap(T):
+        diff = make(T=T, variance="large")
+        t = T // 2
+        x, eps, z = torch.randn(10, 2, dtype=F64), torch.randn(10, 2, dtype=F64), torch.randn(10, 2, dtype=F64)
+        beta = diff.schedule.betas[t]
+        score = diff.eps_to_score(x, t, eps)
+        em = x + beta * (0.5 * x + score) + beta.sqrt() * z
+        return (diff.ddpm_step(x, eps, t, noise=z) - em).abs().max().item()
+
+    assert gap(1000) < gap(100) / 30
+
+
+# --- guidance ------------------------------------------------------------------------------------------
+
+
+def test_classifier_guidance_adds_the_scaled_gradient_to_the_score():
+    diff = make(T=40)
+    c = torch.tensor([2.0, -1.0])
+
+    def log_prob(x, t):  # log p(y | x) = −½||x − c||² + const, gradient c − x
+        return -0.5 * (x - c).pow(2).sum(1)
+
+    x, t = torch.randn(6, 2), torch.full((6,), 20)
+    guided = diff.classifier_guidance(lambda x, t: torch.zeros_like(x), log_prob, scale=3.0)(x, t)
+    score = diff.eps_to_score(x, t, guided)
+    torch.testing.assert_close(score, 3.0 * (c - x))
+
+
+def test_classifier_free_guidance_is_linear_in_w():
+    u, c = torch.randn(3, 2), torch.randn(3, 2)
+    torch.testing.assert_close(D.classifier_free_guidance(u, c, 0.0), u)
+    torch.testing.assert_close(D.classifier_free_guidance(u, c, 1.0), c)
+    torch.testing.assert_close(D.classifier_free_guidance(u, c, 3.0), c + 2 * (c - u))
+
+
+def test_time_classifier_shapes_and_errors():
+    clf = D.TimeClassifier(dim=2, num_classes=5, hidden=16, depth=2)
+    assert clf(torch.randn(7, 2), torch.rand(7)).shape == (7, 5)
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        clf(torch.randn(7, 3), 0.5)
+
+
+# --- exercise checks ----------------------------------------------------------------------------------
+
+
+def test_exercise_checks_accept_the_references_and_reject_typical_mistakes():
+    from course_utils.exercises import diffusion as ex
+
+    exercises.check_q_sample(ex.reference_q_sample)
+    exercises.check_ddim_step(ex.reference_ddim_step)
+    exercises.check_cfg_eps(ex.reference_cfg_eps)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    for check in (exercises.check_q_sample, exercises.check_ddim_step, exercises.check_cfg_eps):
+        with pytest.raises(exercises.ExerciseError, match="not implemented"):
+            check(stub)
+
+    def no_sqrt(x0, eps, abar_t):
+        a = abar_t.reshape(-1, *[1] * (x0.ndim - 1))
+        return a * x0 + (1 - a) * eps
+
+    with pytest.raises(exercises.ExerciseError, match="square root"):
+        exercises.check_q_sample(no_sqrt)
+
+    def swapped(eps_uncond, eps_cond, w):
+        return (1 - w) * eps_cond + w * eps_uncond
+
+    with pytest.raises(exercises.ExerciseError, match="w = 0"):
+        exercises.check_cfg_eps(swapped)
+
+    def ignores_eta(x_t, eps, abar_t, abar_s, eta, noise):
+        return ex.reference_ddim_step(x_t, eps, abar_t, abar_s, 0.0, noise)
+
+    with pytest.raises(exercises.ExerciseError, match="η = 1"):
+        exercises.check_ddim_step(ignores_eta)

@@ -1,0 +1,225 @@
+"""Tests of course_utils.score_matching: analytic mixture, the four objectives, Tweedie."""
+
+import math
+
+import pytest
+import torch
+
+from course_utils import exercises
+from course_utils.score_matching import (
+    GaussianMixture,
+    autograd_score,
+    denoising_score_matching_loss,
+    divergence,
+    explicit_score_matching_loss,
+    implicit_score_matching_loss,
+    ncsn_toy,
+    sliced_score_matching_loss,
+    tweedie_denoise,
+)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def mix():
+    return GaussianMixture([0.5, 0.3, 0.2], [[-1.5, -1.0], [1.5, -1.0], [0.0, 1.5]], [0.5, 0.4, 0.3])
+
+
+def test_log_prob_integrates_to_one(mix):
+    xs = torch.linspace(-6, 6, 401, dtype=torch.float64)
+    gx, gy = torch.meshgrid(xs, xs, indexing="xy")
+    pts = torch.stack([gx.ravel(), gy.ravel()], 1)
+    cell = (xs[1] - xs[0]) ** 2
+    for sigma in (0.0, 0.7):
+        total = (mix.log_prob(pts, sigma).exp().sum() * cell).item()
+        assert abs(total - 1) < 1e-4
+
+
+def test_log_prob_matches_single_gaussian():
+    g = GaussianMixture([1.0], [[1.0, -2.0]], [0.5])
+    x = torch.randn(7, 2, generator=gen(), dtype=torch.float64)
+    want = torch.distributions.MultivariateNormal(g.means[0], 0.25 * torch.eye(2, dtype=torch.float64)).log_prob(x)
+    torch.testing.assert_close(g.log_prob(x), want)
+    torch.testing.assert_close(g.score(x), -(x - g.means[0]) / 0.25)
+
+
+def test_score_closed_form_equals_autograd(mix):
+    x = mix.sample(64, generator=gen(), dtype=torch.float64) * 1.5
+    for sigma in (0.0, 0.3, torch.rand(64, generator=gen(1), dtype=torch.float64)):
+        torch.testing.assert_close(mix.score(x, sigma), autograd_score(lambda y: mix.log_prob(y, sigma), x))
+    # the normaliser drops out: an unnormalised log-density has the same score
+    torch.testing.assert_close(autograd_score(lambda y: mix.log_prob(y) + 17.0, x), mix.score(x))
+
+
+def test_sample_moments(mix):
+    x = mix.sample(200_000, generator=gen(), dtype=torch.float64)
+    mean = (mix.weights[:, None] * mix.means).sum(0)
+    assert (x.mean(0) - mean).abs().max() < 0.01
+    # E||x||² = Σ w_k (||μ_k||² + D s_k²)
+    second = (mix.weights * (mix.means.pow(2).sum(1) + 2 * mix.stds**2)).sum()
+    assert abs(x.pow(2).sum(1).mean() - second) < 0.02
+
+
+def test_noised_density_is_the_convolution(mix):
+    """p_σ(y) = E_x N(y; x, σ²I), estimated by Monte Carlo over x ~ p."""
+    sigma = 0.5
+    x = mix.sample(400_000, generator=gen(), dtype=torch.float64)
+    y = torch.tensor([[0.0, 0.0], [-1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+    kernel = torch.exp(-torch.cdist(y, x).pow(2) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
+    torch.testing.assert_close(mix.log_prob(y, sigma), kernel.mean(1).log(), atol=0.02, rtol=0)
+
+
+def test_tweedie_equals_posterior_mean(mix):
+    sigma = 0.6
+    x_tilde = torch.randn(50, 2, generator=gen(), dtype=torch.float64) * 2
+    torch.testing.assert_close(tweedie_denoise(x_tilde, mix.score(x_tilde, sigma), sigma),
+                               mix.posterior_mean(x_tilde, sigma))
+
+
+def test_posterior_mean_is_the_regression_of_x_on_x_tilde(mix):
+    """E[x | x̃] leaves a residual uncorrelated with x̃ and beats the identity denoiser."""
+    sigma = 0.6
+    x = mix.sample(200_000, generator=gen(), dtype=torch.float64)
+    x_tilde = x + sigma * torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
+    residual = x - mix.posterior_mean(x_tilde, sigma)
+    assert residual.mean(0).abs().max() < 0.01
+    assert (residual[:, :, None] * x_tilde[:, None, :]).mean(0).abs().max() < 0.01
+    assert residual.pow(2).sum(1).mean() < 0.5 * (x - x_tilde).pow(2).sum(1).mean()
+
+
+def test_divergence_of_linear_field_is_trace():
+    a = torch.randn(4, 4, generator=gen(), dtype=torch.float64)
+    x = torch.randn(5, 4, generator=gen(1), dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(divergence(x @ a.T, x), torch.full((5,), a.trace().item(), dtype=torch.float64))
+    img = torch.randn(3, 1, 2, 2, generator=gen(2), dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(divergence(3 * img, img), torch.full((3,), 12.0, dtype=torch.float64))
+
+
+def gaussian_model(m, v):
+    return lambda x: -(x - m) / v
+
+
+def test_ism_closed_form_and_esm_gap_for_gaussian_data():
+    """Data N(μ, s²I), model −(x − m)/v: ISM = −D/v + (D s² + ||μ − m||²)/(2v²), ESM − ISM = D/(2s²)."""
+    mu, s, d = torch.tensor([0.5, -1.0], dtype=torch.float64), 0.8, 2
+    x = mu + s * torch.randn(400_000, d, generator=gen(), dtype=torch.float64)
+    true_score = gaussian_model(mu, s**2)
+    for m, v in [(0.0, 0.5), (1.0, 2.0), (-0.5, 0.64), (0.3, 4.0)]:
+        ism = implicit_score_matching_loss(gaussian_model(m, v), x).item()
+        want = -d / v + (d * s**2 + (mu - m).pow(2).sum().item()) / (2 * v**2)
+        assert abs(ism - want) < 0.02 * max(1.0, abs(want))
+        esm = explicit_score_matching_loss(gaussian_model(m, v), x, true_score).item()
+        assert abs((esm - ism) - d / (2 * s**2)) < 0.03
+
+
+def test_sliced_matches_implicit_on_average(mix):
+    x = mix.sample(4000, generator=gen(), dtype=torch.float64)
+    score = lambda y: -(y - 0.3) / 0.9 + 0.2 * torch.sin(2 * y)  # a nonlinear score model
+    ism = implicit_score_matching_loss(score, x).item()
+    for vr in (False, True):
+        ssm = sliced_score_matching_loss(score, x, n_projections=200, generator=gen(1), variance_reduction=vr)
+        assert abs(ssm.item() - ism) < 0.03 * abs(ism) + 0.02
+    # one projection is noisy but unbiased: it differs from ISM on a small batch
+    one = sliced_score_matching_loss(score, x[:64], n_projections=1, generator=gen(2)).item()
+    assert one != pytest.approx(implicit_score_matching_loss(score, x[:64]).item(), abs=1e-6)
+
+
+def test_losses_are_differentiable_in_parameters(mix):
+    theta = torch.tensor([0.1, 1.0], dtype=torch.float64, requires_grad=True)
+    score = lambda y: -(y - theta[0]) / theta[1]
+    x = mix.sample(100, generator=gen(), dtype=torch.float64)
+    for loss in (implicit_score_matching_loss(score, x),
+                 sliced_score_matching_loss(score, x, generator=gen(1)),
+                 denoising_score_matching_loss(score, x, 0.3, generator=gen(2))):
+        (grad,) = torch.autograd.grad(loss, theta)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_dsm_equals_esm_of_noised_density_plus_constant(mix):
+    """DSM(s) − ½E||s − ∇log p_σ||² is the same for every model s (Vincent 2011)."""
+    sigma = 0.4
+    x = mix.sample(300_000, generator=gen(), dtype=torch.float64)
+    eps = torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
+    x_tilde = x + sigma * eps
+    gaps = []
+    for m, v in [(0.0, 0.5), (1.0, 2.0), (-0.5, 1.0)]:
+        model = gaussian_model(m, v)
+        dsm = denoising_score_matching_loss(model, x, sigma, eps).item()
+        esm = explicit_score_matching_loss(model, x_tilde, lambda y: mix.score(y, sigma)).item()
+        gaps.append(dsm - esm)
+    assert max(gaps) - min(gaps) < 0.03
+    # hence the noised score itself has the smallest DSM loss of all
+    best = denoising_score_matching_loss(lambda y: mix.score(y, sigma), x, sigma, eps).item()
+    clean = denoising_score_matching_loss(lambda y: mix.score(y), x, sigma, eps).item()
+    assert best < clean - 0.1
+    assert abs(best - gaps[0]) < 0.03
+
+
+def test_dsm_closed_form_for_gaussian_data():
+    """Data N(0, s²I): at the optimum s* = −x̃/(s² + σ²), DSM = ½ D (1/σ² − 1/(s² + σ²)) > 0."""
+    s, sigma, d = 1.0, 0.5, 3
+    x = s * torch.randn(300_000, d, generator=gen(), dtype=torch.float64)
+    loss = denoising_score_matching_loss(lambda y: -y / (s**2 + sigma**2), x, sigma, generator=gen(1)).item()
+    # residual −x̃/(s²+σ²) + ε/σ: E||·||² = D[1/(s²+σ²) − 2/(s²+σ²) + 1/σ²]
+    want = 0.5 * d * (1 / sigma**2 - 1 / (s**2 + sigma**2))
+    assert abs(loss - want) < 0.01 * want
+
+
+def test_image_shapes_and_per_example_sigma():
+    x = torch.randn(4, 1, 3, 3, generator=gen())
+    sigma = torch.tensor([0.1, 0.5, 1.0, 2.0])
+    loss = denoising_score_matching_loss(lambda y: -y, x, sigma, generator=gen(1))
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    out = tweedie_denoise(x, -x, sigma)
+    torch.testing.assert_close(out, x * (1 - sigma**2).reshape(4, 1, 1, 1))
+
+
+def test_ncsn_toy():
+    toy = ncsn_toy()
+    x = toy.sample(20_000, generator=gen())
+    assert abs((x.sum(1) > 0).float().mean().item() - 0.8) < 0.01
+
+
+def test_clear_errors(mix):
+    with pytest.raises(ValueError, match="sum to 1"):
+        GaussianMixture([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0])
+    with pytest.raises(ValueError, match="weights"):
+        GaussianMixture([1.0], [0.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="positive"):
+        GaussianMixture([1.0], [[0.0]], [0.0])
+    with pytest.raises(ValueError, match=r"\(B, 2\)"):
+        mix.score(torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        mix.log_prob(torch.zeros(3, 2), -0.1)
+    with pytest.raises(ValueError, match="shape"):
+        mix.log_prob(torch.zeros(3, 2), torch.ones(4))
+    with pytest.raises(ValueError, match="positive noise"):
+        denoising_score_matching_loss(lambda y: y, torch.zeros(3, 2), 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        denoising_score_matching_loss(lambda y: y, torch.zeros(3, 2), 0.1, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="n_projections"):
+        sliced_score_matching_loss(lambda y: y, torch.zeros(3, 2), n_projections=0)
+    with pytest.raises(ValueError, match="positive integer"):
+        mix.sample(0)
+
+
+def test_exercise_checks_accept_reference_and_reject_mistakes():
+    exercises.check_dsm_loss(denoising_score_matching_loss)
+    exercises.check_tweedie_denoiser(tweedie_denoise)
+
+    def dsm_no_half(score_fn, x, sigma, eps):
+        return 2 * denoising_score_matching_loss(score_fn, x, sigma, eps)
+
+    with pytest.raises(exercises.ExerciseError, match="factor"):
+        exercises.check_dsm_loss(dsm_no_half)
+
+    def stub(*args):
+        raise NotImplementedError
+
+    with pytest.raises(exercises.ExerciseError, match="not implemented"):
+        exercises.check_tweedie_denoiser(stub)
+    with pytest.raises(exercises.ExerciseError, match="wrong values"):
+        exercises.check_tweedie_denoiser(lambda x_tilde, score, sigma: x_tilde + sigma * score)
