@@ -1,0 +1,232 @@
+"""Tests of course_utils.flow_matching: paths, fields, the CFM loss, couplings, path metrics."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from course_utils import flow_matching as fm
+from course_utils import schedules
+from course_utils.exercises import ExerciseError, check_conditional_field, check_ot_pair
+
+PATHS = [fm.OTPath(0.0), fm.OTPath(0.05), fm.VPPath(), fm.VEPath(0.01, 5.0)]
+SHAPES = [(6, 2), (3, 1, 4, 4)]
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=repr)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_conditional_field_is_the_time_derivative_of_the_flow(path, shape):
+    """u_t(ψ_t(x0) | x1) = d/dt ψ_t(x0), the derivative taken by forward-mode autodiff."""
+    g = gen(1)
+    x0, x1 = torch.randn(shape, generator=g, dtype=torch.float64), torch.randn(shape, generator=g, dtype=torch.float64)
+    t = 0.02 + 0.96 * path.t_max * torch.rand(shape[0], generator=g, dtype=torch.float64)
+    flow = lambda tt: path.sample(x0, x1, tt).x_t  # noqa: E731
+    x_t, dx_dt = torch.func.jvp(flow, (t,), (torch.ones_like(t),))
+    torch.testing.assert_close(path.conditional_field(x_t, x1, t), dx_dt)
+    torch.testing.assert_close(path.sample(x0, x1, t).u_t, dx_dt)
+
+
+def test_special_cases_have_their_closed_forms():
+    t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
+    s = fm.OTPath(0.1).coefficients(t)
+    torch.testing.assert_close(s.alpha_t, t)
+    torch.testing.assert_close(s.sigma_t, 1 - 0.9 * t)
+    vp = fm.VPPath(0.1, 20.0).coefficients(t)
+    big_t = 0.1 * (1 - t) + 0.5 * 19.9 * (1 - t) ** 2  # T(1 − t) = ∫_0^{1−t} β
+    torch.testing.assert_close(vp.alpha_t, torch.exp(-0.5 * big_t))
+    torch.testing.assert_close(vp.sigma_t, torch.sqrt(1 - torch.exp(-big_t)))
+    ve = fm.VEPath(0.01, 5.0).coefficients(t)
+    torch.testing.assert_close(ve.alpha_t, torch.ones_like(t))
+    torch.testing.assert_close(ve.sigma_t, 0.01 * (5.0 / 0.01) ** (1 - t))
+
+
+def test_ot_path_end_points_and_straight_constant_speed():
+    g = gen(2)
+    x0, x1 = torch.randn(5, 2, generator=g), torch.randn(5, 2, generator=g)
+    path = fm.OTPath(0.0)
+    torch.testing.assert_close(path.sample(x0, x1, torch.zeros(5)).x_t, x0)
+    torch.testing.assert_close(path.sample(x0, x1, torch.ones(5)).x_t, x1)
+    for t in (0.1, 0.5, 0.9):
+        torch.testing.assert_close(path.sample(x0, x1, torch.full((5,), t)).u_t, x1 - x0)
+    torch.testing.assert_close(fm.OTPath(0.1).sample(x0, x1, torch.ones(5)).x_t, x1 + 0.1 * x0)
+
+
+def test_marginal_field_is_the_posterior_weighted_conditional_field():
+    g = gen(3)
+    path, data = fm.OTPath(0.05), torch.randn(4, 2, generator=g, dtype=torch.float64)
+    x, t = torch.randn(50, 2, generator=g, dtype=torch.float64), torch.rand(50, generator=g, dtype=torch.float64)
+    log_w = torch.stack([path.conditional_log_prob(x, x1.expand_as(x), t) for x1 in data], 1)
+    w = torch.softmax(log_w, 1)
+    fields = torch.stack([path.conditional_field(x, x1.expand_as(x), t) for x1 in data], 1)
+    torch.testing.assert_close(path.marginal_field(x, t, data), (w[..., None] * fields).sum(1))
+    torch.testing.assert_close(path.marginal_log_prob(x, t, data), torch.logsumexp(log_w, 1) - math.log(4))
+    one = data[:1]  # a single data point: marginal = conditional
+    torch.testing.assert_close(path.marginal_field(x, t, one), path.conditional_field(x, one.expand_as(x), t))
+
+
+@pytest.mark.parametrize("path", [fm.OTPath(0.05), fm.VPPath(), fm.VEPath(0.05, 3.0)], ids=repr)
+def test_continuity_equation_holds_for_the_marginal_field_only(path):
+    """∂p/∂t + ∇·(p u) = 0 for the marginal field, not for the unweighted mean of conditional fields."""
+    g = gen(4)
+    data = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    t = 0.1 + 0.8 * torch.rand(200, generator=g, dtype=torch.float64)
+    x = path.sample(torch.randn(200, 2, generator=g, dtype=torch.float64), data[torch.arange(200) % 3], t).x_t
+    log_p = lambda x, t: path.marginal_log_prob(x, t, data)  # noqa: E731
+    good = fm.continuity_residual(log_p, lambda x, t: path.marginal_field(x, t, data), x, t)
+    mean = lambda x, t: sum(path.conditional_field(x, d.expand_as(x), t) for d in data) / 3  # noqa: E731
+    bad = fm.continuity_residual(log_p, mean, x, t)
+    (scale,) = torch.autograd.grad(log_p(x, t.requires_grad_()).exp().sum(), t)
+    assert good.abs().max() < 1e-9 * scale.abs().max()
+    assert bad.abs().max() > 1e-2 * scale.abs().max()
+
+
+def test_cfm_loss_is_zero_for_the_exact_field_of_one_point():
+    """With one data point the conditional field is the marginal field, so it has zero CFM loss."""
+    g = gen(5)
+    path, x1 = fm.OTPath(0.05), torch.randn(1, 2, generator=g)
+    exact = lambda x, t: path.conditional_field(x, x1.expand_as(x), t)  # noqa: E731
+    x0 = torch.randn(256, 2, generator=g)
+    assert fm.cfm_loss(exact, path, x0, x1.expand_as(x0), generator=g) < 1e-8
+    off = lambda x, t: exact(x, t) + 0.1  # noqa: E731
+    torch.testing.assert_close(fm.cfm_loss(off, path, x0, x1.expand_as(x0), generator=g), torch.tensor(0.02))
+
+
+def test_cfm_and_fm_losses_differ_by_a_constant():
+    """L_CFM(θ) − L_FM(θ) = E Var(u_t(x|x1) | x_t) for every θ (Lipman et al. 2023, Thm. 2)."""
+    g = gen(6)
+    path, data = fm.OTPath(0.05), torch.randn(3, 2, generator=g, dtype=torch.float64)
+    n = 100_000
+    x1 = data[torch.randint(0, 3, (n,), generator=g)]
+    x0, t = torch.randn(n, 2, generator=g, dtype=torch.float64), torch.rand(n, generator=g, dtype=torch.float64)
+    s = path.sample(x0, x1, t)
+    u_marg = path.marginal_field(s.x_t, s.t, data)
+    gaps = []
+    for seed in range(3):
+        w = torch.randn(2, 2, generator=gen(10 + seed), dtype=torch.float64)
+        v = s.x_t @ w + seed * s.t[:, None]  # three different "models"
+        cfm, fm_ = (v - s.u_t).pow(2).sum(1).mean(), (v - u_marg).pow(2).sum(1).mean()
+        gaps.append((cfm - fm_).item())
+    const = (s.u_t.pow(2).sum(1) - u_marg.pow(2).sum(1)).mean().item()
+    assert max(gaps) - min(gaps) < 0.05 * const
+    assert abs(gaps[0] - const) < 0.05 * const
+
+
+def test_sample_ode_one_euler_step_is_exact_for_one_point_on_the_ot_path():
+    g = gen(7)
+    path, x1 = fm.OTPath(0.1), torch.randn(1, 2, generator=g)
+    model = lambda x, t: path.marginal_field(x, t, x1)  # noqa: E731
+    x0 = torch.randn(64, 2, generator=g)
+    sol = fm.sample_ode(model, x0, steps=1, method="euler", return_trajectory=True)
+    torch.testing.assert_close(sol.x, x1 + 0.1 * x0)
+    assert sol.trajectory.shape == (2, 64, 2) and sol.nfe == 1
+
+
+def brute_force_ot(x0, x1):
+    costs = {p: (x0 - x1[list(p)]).pow(2).sum().item() for p in itertools.permutations(range(len(x0)))}
+    return min(costs, key=costs.get)
+
+
+@pytest.mark.parametrize("shape", [(6, 2), (5, 1, 2, 2)])
+def test_ot_coupling_is_the_optimal_permutation(shape):
+    g = gen(8)
+    x0, x1 = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    y0, y1 = fm.ot_coupling(x0, x1)
+    assert y0 is x0
+    assert list(fm.ot_assignment(x0, x1)) == list(brute_force_ot(x0.flatten(1), x1.flatten(1)))
+    torch.testing.assert_close(torch.sort(y1.flatten())[0], torch.sort(x1.flatten())[0])  # same points
+    assert (x0 - y1).pow(2).sum() <= (x0 - x1).pow(2).sum()
+    assert torch.equal(fm.ot_coupling(x0, x1)[1], y1)  # deterministic
+
+
+def test_ot_coupling_in_1d_is_the_sorted_matching():
+    g = gen(9)
+    x0, x1 = torch.randn(200, 1, generator=g), torch.randn(200, 1, generator=g)
+    _, y1 = fm.ot_coupling(x0, x1)
+    torch.testing.assert_close(y1[torch.argsort(x0[:, 0]), 0], torch.sort(x1[:, 0])[0])
+
+
+def test_path_energy_and_straightness_closed_forms():
+    t = torch.linspace(0, 1, 201, dtype=torch.float64)
+    x0 = torch.tensor([[0.0, 0.0], [1.0, 2.0]], dtype=torch.float64)
+    x1 = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
+    line = x0 + t[:, None, None] * (x1 - x0)
+    assert fm.path_energy(line, t) == pytest.approx(((x1 - x0) ** 2).sum(1).mean().item())
+    assert fm.straightness(line, t) == pytest.approx(0.0, abs=1e-12)
+    r, angle = 2.0, (math.pi / 2) * t  # a quarter circle at constant speed: energy (π r / 2)², chord² = 2 r²
+    arc = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1)[:, None]
+    energy = fm.path_energy(arc, t)
+    assert energy == pytest.approx((math.pi * r / 2) ** 2, rel=1e-4)
+    assert fm.straightness(arc, t) == pytest.approx(energy - 2 * r**2, rel=1e-6)
+    assert fm.normalized_path_energy(energy, 2 * r**2) == pytest.approx(math.pi**2 / 8 - 1, rel=1e-4)
+
+
+def test_predictions_convert_between_eps_x_and_velocity():
+    """The posterior means E[x1|z], E[x0|z], E[u|z] map into each other by the schedule's conversions."""
+    g = gen(11)
+    for path in (fm.OTPath(0.05), fm.VPPath()):
+        data = torch.randn(3, 2, generator=g, dtype=torch.float64)
+        z = torch.randn(40, 2, generator=g, dtype=torch.float64)
+        t = 0.05 + 0.9 * torch.rand(40, generator=g, dtype=torch.float64)
+        x_hat = path.posterior_mean(z, t, data)
+        eps_hat = path.schedule.x_to_eps(x_hat, z, t)
+        torch.testing.assert_close(path.schedule.eps_to_velocity(eps_hat, z, t), path.marginal_field(z, t, data))
+        torch.testing.assert_close(path.schedule.velocity_to_x(path.marginal_field(z, t, data), z, t), x_hat)
+
+
+def test_vp_path_is_the_diffusion_schedule_read_backwards():
+    t = torch.linspace(0.0, 0.99, 9, dtype=torch.float64)
+    flow, diff = fm.VPPath().coefficients(t), schedules.VPSchedule()(1 - t)
+    torch.testing.assert_close(flow.alpha_t, diff.alpha_t)
+    torch.testing.assert_close(flow.d_sigma_t, -diff.d_sigma_t)
+
+
+def test_bad_input_raises_clear_errors():
+    path = fm.OTPath()
+    with pytest.raises(ValueError, match="same shape"):
+        path.sample(torch.zeros(3, 2), torch.zeros(4, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="shape"):
+        path.sample(torch.zeros(3, 2), torch.zeros(3, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match="AffineSchedule"):
+        fm.GaussianPath("linear")
+    with pytest.raises(ValueError, match="sigma_min"):
+        fm.OTPath(1.5)
+    with pytest.raises(ValueError, match="same shape"):
+        fm.ot_coupling(torch.zeros(3, 2), torch.zeros(5, 2))
+    with pytest.raises(ValueError, match="velocity of shape"):
+        fm.cfm_loss(lambda x, t: x[:, :1], path, torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="trajectory"):
+        fm.path_energy(torch.zeros(5, 2), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="Unknown ODE method"):
+        fm.sample_ode(lambda x, t: x, torch.zeros(3, 2), method="leapfrog")
+
+
+def test_exercise_checks_accept_the_reference_and_reject_mistakes():
+    from course_utils.exercises.flow_matching import reference_conditional_field, reference_ot_pair
+
+    check_conditional_field(reference_conditional_field)
+    check_ot_pair(reference_ot_pair)
+    with pytest.raises(ExerciseError, match="wrong sign"):
+        check_conditional_field(lambda *a: -reference_conditional_field(*a))
+    with pytest.raises(ExerciseError, match="independent coupling"):
+        check_ot_pair(lambda x0, x1: x1)
+    with pytest.raises(ExerciseError, match="rows of x0"):
+        check_ot_pair(lambda x0, x1: x0)
+
+
+def test_ot_pair_check_names_the_unsquared_cost():
+    """A pairing that minimises the sum of (unsquared) distances gets its own hint."""
+    from course_utils.exercises.flow_matching import _diagnose_pairing, _pair_inputs
+
+    for seed in range(100):  # the first inputs where the two costs pick different pairings
+        x0, x1 = _pair_inputs(gen(seed))
+        linear = x1[fm.scipy.optimize.linear_sum_assignment(torch.cdist(x0, x1).double().numpy())[1]]
+        if not torch.equal(linear, fm.ot_coupling(x0, x1)[1]):
+            break
+    else:
+        pytest.fail("no inputs found where the two costs differ")
+    assert "squared distance" in _diagnose_pairing(linear, x0, x1)

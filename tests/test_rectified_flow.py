@@ -1,0 +1,216 @@
+"""Rectified flow: closed forms from the Gaussian case, and two estimates of straightness agreeing.
+
+Between x0 ~ N(0, I) and x1 ~ N(μ, σ² I), independently coupled, everything is explicit:
+x_t ~ N(tμ, r_t² I) with r_t² = t²σ² + (1 − t)², the 1-rectified field is
+v*(x, t) = μ + (tσ² − (1 − t)) / r_t² · (x − tμ), its flow is Z_t = tμ + r_t Z0 (so the
+new coupling is x1 = μ + σ x0), and the loss minimum at time t is d(σ² + 1 − c_t²/r_t²)
+with c_t = tσ² − (1 − t).
+"""
+
+import math
+
+import pytest
+import torch
+from scipy import integrate
+
+from course_utils import exercises, train
+from course_utils import rectified_flow as rf
+from course_utils.exercises import ExerciseError
+from course_utils.nn import TimeMLP
+
+MU, SIGMA, D = torch.tensor([1.5, -0.5], dtype=torch.float64), 0.5, 2
+
+
+def r_t(t):
+    return (t**2 * SIGMA**2 + (1 - t) ** 2) ** 0.5
+
+
+def v_star(x, t):
+    """The exact 1-rectified field of N(0, I) -> N(μ, σ²I)."""
+    t = t[:, None]
+    return MU + (t * SIGMA**2 - (1 - t)) / r_t(t) ** 2 * (x - t * MU)
+
+
+def v_straight(x, t):
+    """The field of the straight coupling x1 = μ + σ x0 (the 2-rectified flow): zero straightness."""
+    t = t[:, None]
+    return MU + (SIGMA - 1) * (x - t * MU) / (1 + t * (SIGMA - 1))
+
+
+@pytest.fixture
+def x0():
+    return torch.randn(4000, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+# time sampling ---------------------------------------------------------------------------
+@pytest.mark.parametrize("m, s", [(0.0, 1.0), (0.5, 0.6), (-1.0, 1.5)])
+def test_logit_normal_density_is_a_density_with_median_sigmoid_m(m, s):
+    total, _ = integrate.quad(lambda u: float(rf.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
+                              0, 1, limit=200)
+    below, _ = integrate.quad(lambda u: float(rf.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
+                              0, 1 / (1 + math.exp(-m)), limit=200)
+    assert total == pytest.approx(1.0, abs=1e-6)
+    assert below == pytest.approx(0.5, abs=1e-6)
+
+
+def test_logit_normal_samples_follow_the_density():
+    m, s = 0.5, 0.8
+    t = rf.sample_time(100_000, "logit_normal", m=m, s=s, generator=torch.Generator().manual_seed(1),
+                       dtype=torch.float64)
+    hist = torch.histc(t, bins=10, min=0, max=1) / t.numel()
+    # P(t < b) = Φ((logit b − m) / s): the mass of each bin in closed form
+    edges = torch.linspace(0, 1, 11, dtype=torch.float64)
+    cdf = torch.special.ndtr((torch.logit(edges) - m) / s)
+    torch.testing.assert_close(hist, cdf.diff(), atol=5e-3, rtol=0)
+
+
+def test_uniform_times_and_bad_options():
+    t = rf.sample_time(1000, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (1000,) and t.dtype == torch.float32 and 0 <= t.min() and t.max() < 1
+    assert abs(t.mean().item() - 0.5) < 0.03
+    with pytest.raises(ValueError, match="time sampling"):
+        rf.sample_time(4, "lognormal")
+    with pytest.raises(ValueError, match="positive"):
+        rf.sample_time(4, "logit_normal", s=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        rf.logit_normal_density(torch.tensor([0.5]), 0.0, -1.0)
+
+
+# the loss --------------------------------------------------------------------------------
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.9])
+def test_loss_of_the_exact_field_is_the_closed_form_minimum(t):
+    g = torch.Generator().manual_seed(2)
+    n = 400_000
+    x0 = torch.randn(n, D, generator=g, dtype=torch.float64)
+    x1 = MU + SIGMA * torch.randn(n, D, generator=g, dtype=torch.float64)
+    times = torch.full((n,), t, dtype=torch.float64)
+    c_t = t * SIGMA**2 - (1 - t)
+    minimum = D * (SIGMA**2 + 1 - c_t**2 / r_t(t) ** 2)
+    loss = rf.rectified_flow_loss(v_star, x0, x1, times).item()
+    assert loss == pytest.approx(minimum, rel=1e-2)
+    worse = rf.rectified_flow_loss(lambda x, s: v_star(x, s) + 0.2, x0, x1, times).item()
+    assert worse == pytest.approx(minimum + D * 0.04, rel=1e-2)  # the excess is ||0.2·1||²
+
+
+def test_loss_on_image_shapes_matches_the_formula():
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(5, 1, 4, 4, generator=g), torch.randn(5, 1, 4, 4, generator=g)
+    t = torch.rand(5, generator=g)
+    model = lambda x, s: 0.5 * x + s.view(-1, 1, 1, 1)  # noqa: E731
+    x_t = t.view(-1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1)) * x0
+    want = (model(x_t, t) - (x1 - x0)).pow(2).sum((1, 2, 3)).mean()
+    torch.testing.assert_close(rf.rectified_flow_loss(model, x0, x1, t), want)
+    with pytest.raises(ValueError, match="same shape"):
+        rf.rectified_flow_loss(model, x0, x1[:3])
+
+
+def test_training_lowers_the_loss_toward_its_minimum():
+    torch.manual_seed(0)
+    model = TimeMLP(2, hidden=32, depth=2)
+    g = torch.Generator().manual_seed(4)
+
+    def next_pair(step):
+        return torch.randn(128, 2, generator=g), MU.float() + SIGMA * torch.randn(128, 2, generator=g)
+
+    res = rf.fit_rectified_flow(model, next_pair, train.TrainConfig(steps=120, lr=5e-3, progress=False))
+    first, last = sum(res.losses[:25]) / 25, sum(res.losses[-25:]) / 25
+    assert last < 0.7 * first
+    with pytest.raises(ValueError, match="time sampling"):
+        rf.fit_rectified_flow(model, next_pair, train.TrainConfig(steps=1), sampling="beta")
+
+
+# reflow and straightness -----------------------------------------------------------------
+def test_reflow_of_the_gaussian_field_gives_the_linear_map(x0):
+    pairs = rf.reflow_pairs(v_star, x0, steps=32, method="rk4")
+    torch.testing.assert_close(pairs.x1, MU + SIGMA * x0, atol=1e-6, rtol=0)
+    a, b = pairs.batch(64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b, MU + SIGMA * a, atol=1e-6, rtol=0)  # pairs stay together
+    with pytest.raises(ValueError, match="same shape"):
+        rf.Coupling(x0, x0[:10])
+
+
+def test_straightness_of_the_one_rectified_gaussian_flow_is_the_closed_form(x0):
+    # Z_t = tμ + r_t Z0  ⇒  (Z1 − Z0) − Ż_t = (σ − 1 − r'_t) Z0,  S = E||Z0||² ∫ (σ − 1 − r'_t)² dt
+    def dr(t):
+        return (t * SIGMA**2 - (1 - t)) / r_t(t)
+
+    integral, _ = integrate.quad(lambda t: (SIGMA - 1 - dr(t)) ** 2, 0, 1)
+    want = x0.pow(2).sum(1).mean().item() * integral
+    got = rf.straightness(v_star, x0, steps=64)
+    assert got.value == pytest.approx(want, rel=1e-3)  # trapezoid rule: O(Δt²)
+    assert got.profile.shape == (65,) and got.trajectory.shape == (65, *x0.shape)
+    fd = rf.straightness_from_trajectory(got.trajectory, got.t)
+    assert fd.value == pytest.approx(want, rel=1e-2)  # finite differences agree
+
+
+def test_the_straight_coupling_has_zero_straightness_and_zero_loss(x0):
+    assert rf.straightness(v_straight, x0, steps=16).value < 1e-10
+    assert rf.straightness(v_star, x0, steps=16).value > 0.05
+    pairs = rf.Coupling(x0, MU + SIGMA * x0)
+    t = torch.rand(len(x0), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert rf.rectified_flow_loss(v_straight, pairs.x0, pairs.x1, t).item() < 1e-20
+
+
+@pytest.mark.parametrize("a", [-1.0, 0.7])
+def test_straightness_of_a_linear_ode_both_ways(a):
+    # v = a x: Z_t = e^{at} Z0, S = E||Z0||² (a(e^{2a} − 1)/2 − (e^a − 1)²)
+    x0 = torch.randn(50, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    want = x0.pow(2).sum(1).mean().item() * (a * math.expm1(2 * a) / 2 - math.expm1(a) ** 2)
+    model = lambda x, t: a * x  # noqa: E731
+    coarse, fine = (rf.straightness(model, x0, steps=n).value for n in (32, 64))
+    assert fine == pytest.approx(want, rel=2e-3)
+    assert abs(coarse - want) == pytest.approx(4 * abs(fine - want), rel=0.05)  # second order in Δt
+    t = torch.linspace(0, 1, 401, dtype=torch.float64)
+    traj = torch.exp(a * t)[:, None, None] * x0
+    assert rf.straightness_from_trajectory(traj, t).value == pytest.approx(want, rel=1e-3)
+
+
+def test_straightness_on_image_shapes_and_bad_inputs():
+    x0 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(7))
+    assert rf.straightness(lambda x, t: torch.ones_like(x), x0, steps=4).value == pytest.approx(0.0, abs=1e-10)
+    with pytest.raises(ValueError, match="same shape"):
+        rf.straightness_integral(torch.zeros(5, 3, 2), torch.zeros(5, 3, 1), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="T >= 2"):
+        rf.straightness_from_trajectory(torch.zeros(1, 3, 2), torch.zeros(1))
+
+
+# one step and distillation ---------------------------------------------------------------
+def test_one_step_and_distillation_of_the_straight_field(x0):
+    torch.testing.assert_close(rf.one_step(v_straight, x0), MU + SIGMA * x0)
+    torch.testing.assert_close(rf.sample(v_straight, x0, steps=1), rf.one_step(v_straight, x0))
+    assert rf.distillation_loss(v_straight, x0, MU + SIGMA * x0).item() < 1e-20
+    # the 1-rectified field is right at t=0 only on average: one step lands on E[x1] − ... ≠ x1
+    assert rf.distillation_loss(v_star, x0, MU + SIGMA * x0).item() > 0.1
+
+
+# exercises -------------------------------------------------------------------------------
+def _not_implemented(*args):
+    raise NotImplementedError
+
+
+def test_exercise_checks_accept_the_references():
+    exercises.check_logit_normal_density(rf.logit_normal_density)
+    exercises.check_reflow_targets(lambda v, x0, n: rf.reflow_pairs(v, x0, steps=n, method="euler").x1)
+    exercises.check_straightness_estimate(lambda tr, v, t: torch.tensor(rf.straightness_integral(tr, v, t).value))
+
+
+def test_exercise_checks_name_the_mistake():
+    with pytest.raises(ExerciseError, match="not implemented"):
+        exercises.check_straightness_estimate(_not_implemented)
+    with pytest.raises(ExerciseError, match="1/\\(t\\(1−t\\)\\)"):
+        exercises.check_logit_normal_density(lambda t, m, s: rf.logit_normal_density(t, m, s) * t * (1 - t))
+
+    def riemann(tr, v, t):
+        return ((tr[-1] - tr[0] - v).pow(2).sum(-1).mean(1)[:-1] * t.diff()).sum()
+
+    with pytest.raises(ExerciseError, match="trapezoid"):
+        exercises.check_straightness_estimate(riemann)
+
+    def frozen_time(velocity, x0, steps):
+        x = x0
+        for _ in range(steps):
+            x = x + velocity(x, torch.zeros(len(x0), dtype=x0.dtype)) / steps
+        return x
+
+    with pytest.raises(ExerciseError, match="advance"):
+        exercises.check_reflow_targets(frozen_time)
