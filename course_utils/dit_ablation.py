@@ -1,0 +1,127 @@
+"""Training curves of a small DiT under three settings, for notebook 10's comparison.
+
+    python -m course_utils.dit_ablation --steps 1500 --out data/dit_ablation.json
+
+Trains the same small DiT (`train_dit`, rectified flow on MNIST) three times:
+
+- `logit_normal`: logit-normal time sampling (SD3, m = 0, s = 1) and QK-norm;
+- `uniform`: uniform time sampling, QK-norm;
+- `no_qk_norm`: logit-normal time sampling without QK-norm.
+
+Every `--eval-every` steps it measures one yardstick that does not depend on how training
+draws t: the rectified-flow loss per pixel on fixed held-out digits, fixed noise and an
+even grid of t over (0, 1), so that the curves compare. At the end it samples each model
+(guided, Euler) and records the course classifier's accuracy. The result is a small JSON
+file that notebook 10 plots; full mode reruns this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from . import classifier, metrics
+from .dit import sample
+from .mnist import default_data_dir, load_mnist
+from .rectified_flow import PATH
+from .train_dit import DiTTrainConfig, train
+
+VARIANTS = {
+    "logit_normal": dict(time_sampling="logit_normal", qk_norm=True),
+    "uniform": dict(time_sampling="uniform", qk_norm=True),
+    "no_qk_norm": dict(time_sampling="logit_normal", qk_norm=False),
+}
+
+
+def default_path() -> Path:
+    return default_data_dir() / "dit_ablation.json"
+
+
+def load(path: str | Path | None = None) -> dict:
+    """The report that `main` wrote, checked for the fields notebook 10 plots."""
+    path = Path(path) if path is not None else default_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"No ablation report at {path}: run `python -m course_utils.dit_ablation`.")
+    try:
+        report = json.loads(path.read_text())
+        runs = report["variants"]
+        for name, run in runs.items():
+            if len(run["steps"]) != len(run["held_out_loss"]) or not run["steps"]:
+                raise ValueError(f"variant {name!r} has a malformed curve")
+            float(run["accuracy_w3_16_steps"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a report of `course_utils.dit_ablation` ({err}).") from None
+    return report
+
+
+@torch.no_grad()
+def held_out_loss(model, x1: torch.Tensor, x0: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over pixels of ||v(x_t, t, y) − (x1 − x0)||² with t on an even grid over (0, 1)."""
+    device = next(model.parameters()).device
+    x1, x0, y = x1.to(device), x0.to(device), y.to(device)
+    t = (torch.arange(len(x1), dtype=x1.dtype, device=device) + 0.5) / len(x1)
+    x_t = PATH.sample(x1, x0, t)
+    return (model(x_t, t, y) - (x1 - x0)).pow(2).mean().item()
+
+
+def run_variant(name: str, steps: int, eval_every: int, base: DiTTrainConfig, held_out, workdir: Path,
+                clf) -> dict:
+    cfg = DiTTrainConfig(**{**asdict(base), **VARIANTS[name], "checkpoint": str(workdir / f"{name}.pt"),
+                            "checkpoint_every": eval_every})
+    curve, started = [], time.perf_counter()
+    for stop in range(eval_every, steps + 1, eval_every):  # train in stretches, resuming each time
+        result = train(DiTTrainConfig(**{**asdict(cfg), "steps": stop}))
+        model = result.model.eval()
+        curve.append([stop, held_out_loss(model, *held_out)])
+    labels = torch.arange(10).repeat_interleave(10).to(next(model.parameters()).device)
+    images = sample(model, labels, scale=3.0, steps=16, generator=torch.Generator().manual_seed(1))
+    return {"steps": [s for s, _ in curve], "held_out_loss": [v for _, v in curve],
+            "train_loss": result.losses, "accuracy_w3_16_steps": metrics.class_accuracy(clf, images, labels),
+            "seconds": time.perf_counter() - started, **VARIANTS[name]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m course_utils.dit_ablation", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(default_path()))
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    if args.steps < args.eval_every or args.eval_every < 1:
+        parser.error("--steps must be at least --eval-every, and --eval-every at least 1.")
+    base = DiTTrainConfig(model="tiny", hidden=args.hidden, depth=args.depth, batch_size=args.batch_size,
+                          lr=args.lr, progress=False, device=args.device)
+    test = load_mnist("test", quiet=True)
+    gen = torch.Generator().manual_seed(123)
+    idx = torch.randperm(len(test), generator=gen)[:256]
+    held_out = (test.images[idx], torch.randn(test.images[idx].shape, generator=gen), test.labels[idx])
+    clf = classifier.load_classifier(device=args.device or "cpu")
+    report = {"config": {**asdict(base), "steps": args.steps, "eval_every": args.eval_every,
+                         "source": test.source}, "variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.variants:
+            report["variants"][name] = run_variant(name, args.steps, args.eval_every, base, held_out, Path(tmp), clf)
+            v = report["variants"][name]
+            print(f"{name:>13s}: held-out loss {v['held_out_loss'][-1]:.4f}, accuracy {v['accuracy_w3_16_steps']:.2f}, "
+                  f"{v['seconds']:.0f} s", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=1))
+    tmp_out.replace(out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

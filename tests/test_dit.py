@@ -1,0 +1,220 @@
+import pytest
+import torch
+
+from course_utils import dit
+
+
+def tiny(**kw):
+    return dit.DiT(dit.get_config("tiny", hidden=32, depth=2, heads=2, **kw))
+
+
+@pytest.mark.parametrize("p", [1, 2, 4, 7])
+def test_unpatchify_inverts_patchify(p):
+    x = torch.randn(3, 2, 28, 28)
+    tokens = dit.patchify(x, p)
+    assert tokens.shape == (3, (28 // p) ** 2, p * p * 2)
+    assert torch.equal(dit.unpatchify(tokens, p, 2, 28, 28), x)
+
+
+def test_patch_tokens_hold_the_right_pixels():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    tokens = dit.patchify(x, 2)
+    assert tokens[0, 0].tolist() == [0, 1, 4, 5]  # top-left patch, row-major
+    assert tokens[0, 1].tolist() == [2, 3, 6, 7]  # top-right patch
+
+
+def test_fresh_blocks_are_the_identity_and_output_is_zero():
+    torch.manual_seed(0)
+    model = tiny()
+    h, c = torch.randn(4, 49, 32), torch.randn(4, 32)
+    for block in model.blocks:
+        torch.testing.assert_close(block(h, c), h)
+    out = model(torch.randn(4, 1, 28, 28), torch.rand(4), torch.randint(0, 10, (4,)))
+    assert out.shape == (4, 1, 28, 28) and out.abs().max() == 0
+
+
+def test_gates_open_after_a_step():
+    torch.manual_seed(0)
+    model = tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 1, 28, 28)
+    for _ in range(2):
+        loss = (model(x, torch.rand(8), torch.randint(0, 10, (8,))) - x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert model.blocks[0].adaLN_modulation[-1].weight.abs().sum() > 0
+    assert model(x, 0.5).abs().max() > 0
+
+
+def test_bf16_autocast_keeps_shapes_and_gives_bf16():
+    model = tiny(qk_norm=True)
+    x = torch.randn(2, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, torch.rand(2), torch.tensor([1, 2]))
+    assert out.shape == x.shape and out.dtype == torch.bfloat16
+
+
+def test_sinusoidal_position_embedding_is_fixed_and_distinct():
+    pe = dit.sincos_pos_embed_2d(32, 7)
+    assert pe.shape == (49, 32)
+    assert torch.cdist(pe, pe).add(torch.eye(49) * 10).min() > 0.1  # every position differs
+    torch.testing.assert_close(pe[0, :8], torch.zeros(8))  # sin(0) for row 0
+
+
+def test_qk_norm_gives_unit_rms_queries():
+    attn = dit.Attention(32, 2, qk_norm=True)
+    q = torch.randn(3, 2, 5, 16) * 7
+    torch.testing.assert_close(attn.q_norm(q).pow(2).mean(-1), torch.ones(3, 2, 5), atol=1e-4, rtol=0)
+
+
+def test_label_dropout_rate_and_null_label():
+    emb = dit.LabelEmbedder(10, 8, dropout=0.25).train()
+    y = torch.zeros(40_000, dtype=torch.long)
+    out = emb(y, generator=torch.Generator().manual_seed(0))
+    dropped = (out == emb.table.weight[10]).all(1).float().mean()
+    assert abs(dropped - 0.25) < 0.01
+    emb.eval()
+    assert (emb(y) == emb.table.weight[0]).all()
+
+
+def test_a_given_drop_mask_replaces_exactly_those_labels():
+    torch.manual_seed(0)
+    emb = dit.LabelEmbedder(10, 8, dropout=0.5).train()
+    y = torch.tensor([3, 1, 4, 1, 5])
+    drop = torch.tensor([True, False, False, True, False])
+    expected = emb.table.weight[torch.tensor([10, 1, 4, 10, 5])]
+    torch.testing.assert_close(emb(y, drop=drop), expected)  # no random draw on top of the mask
+    torch.testing.assert_close(emb.eval()(y, drop=drop), expected)
+    with pytest.raises(ValueError, match="bool mask shaped like the labels"):
+        emb(y, drop=torch.ones(5))
+    model = tiny()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x, t = torch.randn(5, 1, 28, 28), torch.rand(5)
+    model.train()
+    torch.testing.assert_close(model(x, t, y, drop=drop), model.eval()(x, t, torch.where(drop, 10, y)))
+
+
+def test_guidance_combination():
+    torch.manual_seed(0)
+    model = tiny()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    model.eval()
+    x, t, y = torch.randn(3, 1, 28, 28), torch.rand(3), torch.tensor([0, 5, 9])
+    cond, uncond = model(x, t, y), model(x, t)
+    torch.testing.assert_close(model.guided(x, t, y, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.guided(x, t, y, 1.0), cond, atol=1e-5, rtol=1e-4)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="not divisible by the patch size 3"):
+        dit.DiT(patch_size=3)
+    with pytest.raises(ValueError, match="not divisible by the patch size 4"):
+        dit.patchify(torch.zeros(1, 1, 30, 30), 4)
+    model = tiny()
+    with pytest.raises(ValueError, match=r"Class labels must be integers in 0..9"):
+        model(torch.zeros(2, 1, 28, 28), 0.5, torch.tensor([3, 12]))
+    with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 28, 28\)"):
+        model(torch.zeros(2, 28, 28), 0.5)
+    with pytest.raises(ValueError, match="Unknown DiT configuration 'huge'"):
+        dit.get_config("huge")
+    tokens = dit.patchify(torch.zeros(2, 1, 28, 28), 4)
+    with pytest.raises(ValueError, match="is 49 tokens of 16 numbers, got 48 tokens of 16"):
+        dit.unpatchify(tokens[:, :48], 4, 1, 28, 28)
+    with pytest.raises(ValueError, match="is 196 tokens of 4 numbers, got 49 tokens of 16"):
+        dit.unpatchify(tokens, 2, 1, 28, 28)  # the wrong patch size
+    with pytest.raises(ValueError, match=r"tokens of shape \(B, N, p·p·C\)"):
+        dit.unpatchify(tokens[0], 4, 1, 28, 28)
+
+
+def test_named_configs_sizes():
+    n_tiny = dit.num_params(dit.DiT(dit.get_config("tiny")))
+    assert 0.8e6 < n_tiny < 1.6e6  # REFERENCES.md: about 1.2 M parameters
+    assert dit.get_config("small").patch_size == 2
+
+
+def test_exercise_checks_pass_the_reference_and_name_the_mistakes():
+    from course_utils import exercises
+    from course_utils.dit import modulate, patchify
+
+    exercises.check_patchify(patchify)
+    exercises.check_modulate(modulate)
+    exercises.check_guided_velocity(lambda u, c, w: u + w * (c - u))
+
+    def patch_wrong_order(x, p):  # flattens each patch as (C, p, p): right shape, wrong layout
+        b, c, h, w = x.shape
+        return x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(b, -1, p * p * c)
+
+    with pytest.raises(exercises.ExerciseError, match="patchify"):
+        exercises.check_patchify(patch_wrong_order)
+    with pytest.raises(exercises.ExerciseError, match="modulate"):
+        exercises.check_modulate(lambda x, shift, scale: x * scale.unsqueeze(1) + shift.unsqueeze(1))
+    with pytest.raises(exercises.ExerciseError, match="guided_velocity"):
+        exercises.check_guided_velocity(lambda u, c, w: w * u + (1 - w) * c)
+
+
+def test_sample_guided_and_plain_agree_at_scale_one():
+    from course_utils.dit import sample
+
+    torch.manual_seed(0)
+    model = dit.DiT(dit.get_config("tiny", hidden=32, depth=1, heads=2)).eval()
+    for p in model.parameters():  # leave adaLN-Zero's zeros so the velocity is not trivially 0
+        torch.nn.init.normal_(p, std=0.05)
+    y = torch.tensor([1, 7, 3])
+    x0 = torch.randn(3, 1, 28, 28)
+    plain = sample(model, y, scale=1.0, steps=4, x0=x0)
+    guided_one = sample(model, y, scale=1.0 + 1e-9, steps=4, x0=x0)  # goes through model.guided
+    torch.testing.assert_close(plain, guided_one, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain, sample(model, y, scale=3.0, steps=4, x0=x0), atol=1e-3)
+    assert plain.shape == x0.shape
+
+
+def test_sample_with_midpoint_steps_matches_a_hand_written_midpoint():
+    from course_utils.dit import sample
+
+    torch.manual_seed(0)
+    model = dit.DiT(dit.get_config("tiny", hidden=32, depth=1, heads=2)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    y, x0 = torch.tensor([2, 8]), torch.randn(2, 1, 28, 28)
+    x, h = x0, 1 / 3
+    with torch.no_grad():
+        for k in range(3):  # x ← x + h·v(x + h/2·v(x, t), t + h/2)
+            t = torch.full((2,), k * h)
+            x_mid = x + h / 2 * model.guided(x, t, y, 2.5)
+            x = x + h * model.guided(x_mid, t + h / 2, y, 2.5)
+    torch.testing.assert_close(sample(model, y, scale=2.5, steps=3, method="midpoint", x0=x0), x,
+                               atol=1e-5, rtol=1e-5)
+    euler = sample(model, y, scale=2.5, steps=6, method="euler", x0=x0)  # the same 6 evaluations
+    assert not torch.allclose(euler, x, atol=1e-4)
+
+
+def test_ablation_report_is_checked_when_loaded(tmp_path):
+    from course_utils import dit_ablation
+
+    with pytest.raises(FileNotFoundError, match="dit_ablation"):
+        dit_ablation.load(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"variants": {"uniform": {"steps": [100, 200], "held_out_loss": [1.0]}}}')
+    with pytest.raises(ValueError, match="not a report"):
+        dit_ablation.load(bad)
+    bad.write_text("not json")
+    with pytest.raises(ValueError, match="not a report"):
+        dit_ablation.load(bad)
+    report = dit_ablation.load()  # the shipped one
+    assert set(report["variants"]) == set(dit_ablation.VARIANTS)
+
+
+def test_ablation_command_writes_a_report(tmp_path):
+    from course_utils import dit_ablation
+
+    out = tmp_path / "r.json"
+    dit_ablation.main(["--out", str(out), "--steps", "4", "--eval-every", "2", "--hidden", "32", "--depth", "1",
+                       "--batch-size", "8", "--variants", "uniform", "no_qk_norm", "--device", "cpu"])
+    report = dit_ablation.load(out)
+    assert set(report["variants"]) == {"uniform", "no_qk_norm"}
+    run = report["variants"]["no_qk_norm"]
+    assert run["steps"] == [2, 4] and len(run["train_loss"]) == 4 and run["qk_norm"] is False
+    assert 0 < run["held_out_loss"][-1] < 5 and 0 <= run["accuracy_w3_16_steps"] <= 1
