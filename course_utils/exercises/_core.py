@@ -131,3 +131,10 @@ def diagnose_known_mistakes(name, student_fn, inputs, mistakes, err: ExerciseErr
                 got.detach().double(), want.double(), atol=1e-6, rtol=1e-5):
             raise ExerciseError(f"`{name}`: {message}") from None
     raise err
+
+
+def random_state(gen: torch.Generator) -> torch.Tensor:
+    """A float64 state of a random batch size, shaped (B, 2), (B, 3) or (B, 1, 2, 2): one code path for all."""
+    b = int(torch.randint(2, 7, (1,), generator=gen))
+    shape = [(b, 2), (b, 3), (b, 1, 2, 2)][int(torch.randint(0, 3, (1,), generator=gen))]
+    return torch.randn(*shape, generator=gen, dtype=torch.float64)

@@ -5,15 +5,9 @@ from __future__ import annotations
 import torch
 
 from .. import cnf as ref
-from ._core import ExerciseError, check, diagnose_known_mistakes
+from ._core import ExerciseError, check, diagnose_known_mistakes, random_state
 
 # ---------------------------------------------------------------------------- shared
-
-
-def _random_state(gen):
-    b = int(torch.randint(2, 7, (1,), generator=gen))
-    shape = [(b, 2), (b, 3), (b, 1, 2, 2)][int(torch.randint(0, 3, (1,), generator=gen))]
-    return torch.randn(*shape, generator=gen, dtype=torch.float64)
 
 
 def _random_map(gen, dim, with_time=False):
@@ -62,7 +56,7 @@ def reference_hutchinson_divergence(f, x: torch.Tensor, eps: torch.Tensor) -> to
 
 
 def _hutchinson_inputs(gen):
-    x = _random_state(gen)
+    x = random_state(gen)
     f = _random_map(gen, x[0].numel())
     eps = torch.randn(x.shape, generator=gen, dtype=torch.float64).sign()
     return (f, x, eps)
@@ -108,7 +102,7 @@ def reference_augmented_dynamics(field, x: torch.Tensor, t: torch.Tensor):
 
 
 def _augmented_inputs(gen):
-    x = _random_state(gen)
+    x = random_state(gen)
     field = _random_map(gen, x[0].numel(), with_time=True)
     t = torch.rand(x.shape[0], generator=gen, dtype=torch.float64)
     return (field, x, t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .. import neural_odes as ref
-from ._core import ExerciseError, check, diagnose_known_mistakes
+from ._core import ExerciseError, check, diagnose_known_mistakes, random_state
 
 
 def _random_field(gen, dim):
@@ -23,9 +23,7 @@ def _random_field(gen, dim):
 
 
 def _random_state(gen):
-    b = int(torch.randint(2, 7, (1,), generator=gen))
-    shape = [(b, 2), (b, 3), (b, 1, 2, 2)][int(torch.randint(0, 3, (1,), generator=gen))]
-    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    x = random_state(gen)
     return x, x[0].numel()
 
 
