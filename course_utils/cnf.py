@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import solvers
-from .nn import batch_time
+from .tensors import batch_time
 
 TRACES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -201,7 +201,7 @@ def nll_loss(model, x: torch.Tensor, **kw) -> torch.Tensor:
 
 
 def sample(model, x0: torch.Tensor, *, method: str = "rk4", steps: int = 32, rtol: float = 1e-5,
-           atol: float = 1e-5, return_trajectory: bool = False, cond: dict | None = None) -> solvers.ODESolution:
+           atol: float = 1e-5, return_trajectory: bool = False, cond: dict | None = None) -> solvers.Solution:
     """Flow base points x0 forward from t = 0 to t = 1 (no divergence needed)."""
     return solvers.odeint(solvers.model_field(model, **(cond or {})), x0, (0.0, 1.0), method=method,
                           steps=steps, rtol=rtol, atol=atol, return_trajectory=return_trajectory)

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .nn import SinusoidalTimeEmbedding, append_dims, batch_time, mlp
-from .solvers import randn_like
+from .tensors import append_dims, batch_time
+from .models.embeddings import SinusoidalTimeEmbedding, mlp
+from .tensors import randn_like
 
 VARIANCES = ("small", "large")
 METHODS = ("ddpm", "ddim")
@@ -397,22 +398,3 @@ class GaussianDiffusion:
 def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
     """ε̃ = (1 − w) ε̂(x_t, ∅) + w ε̂(x_t, y) (Ho & Salimans 2022; w = 1 is the conditional model)."""
     return (1 - w) * eps_uncond + w * eps_cond
-
-
-class TimeClassifier(nn.Module):
-    """A noise-aware classifier `(x: (B, dim), t: (B,) in [0, 1]) -> logits (B, num_classes)`."""
-
-    def __init__(self, dim: int = 2, num_classes: int = 2, hidden: int = 128, depth: int = 3,
-                 time_dim: int = 32, time_scale: float = 1000.0):
-        super().__init__()
-        self.config = dict(dim=dim, num_classes=num_classes, hidden=hidden, depth=depth,
-                           time_dim=time_dim, time_scale=time_scale)
-        self.dim = dim
-        self.time_embed = SinusoidalTimeEmbedding(time_dim, scale=time_scale)
-        self.net = mlp(dim + time_dim, num_classes, hidden, depth)
-
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"TimeClassifier expects x of shape (B, {self.dim}), got {tuple(x.shape)}.")
-        t = batch_time(t, x)
-        return self.net(torch.cat([x, self.time_embed(t).to(x.dtype)], dim=1))

@@ -33,7 +33,7 @@ import scipy.optimize
 import torch
 
 from . import solvers
-from .nn import batch_time
+from .tensors import batch_time
 from .schedules import AffineSchedule, LinearSchedule, Reversed, ScheduleOutput, VESchedule, VPSchedule
 
 
@@ -83,7 +83,7 @@ class GaussianPath:
 
     def _coeffs(self, t, x):
         t = batch_time(t, x)
-        return t, self.schedule._coeffs(t, x)
+        return t, self.schedule.coefficients(t, x)
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
         """x_t = α_t x1 + σ_t x0 and u_t = α'_t x1 + σ'_t x0 for x0, x1: (B, *D), t: (B,)."""
@@ -240,7 +240,7 @@ COUPLINGS = {"independent": independent_coupling, "ot": ot_coupling}
 
 # ---------------------------------------------------------------------------------------
 def sample_ode(model, x0: torch.Tensor, steps: int = 32, method: str = "euler", *, t_end: float = 1.0,
-               return_trajectory: bool = False) -> solvers.ODESolution:
+               return_trajectory: bool = False) -> solvers.Solution:
     """Integrate dx/dt = model(x, t) from 0 to `t_end` with `solvers.odeint` (no gradients)."""
     with torch.no_grad():
         return solvers.odeint(solvers.model_field(model), x0, (0.0, t_end), method=method, steps=steps,

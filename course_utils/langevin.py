@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .nn import SinusoidalTimeEmbedding, append_dims, batch_time
+from .tensors import append_dims, batch_time
+from .models.embeddings import SinusoidalTimeEmbedding
 from .schedules import VESchedule
-from .solvers import randn_like
+from .tensors import randn_like
 
 
 @dataclass
@@ -172,45 +173,3 @@ def ncsn_loss(model, x: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor | N
     sig = append_dims(sigma, x.ndim)
     residual = sig * model(x + sig * eps, sigma) + eps
     return 0.5 * residual.flatten(1).pow(2).sum(1).mean()
-
-
-class _Block(nn.Module):
-    """conv → GroupNorm → + time bias → SiLU."""
-
-    def __init__(self, c_in, c_out, t_dim, stride=1, transpose=False):
-        super().__init__()
-        conv = nn.ConvTranspose2d if transpose else nn.Conv2d
-        kw = dict(kernel_size=4, stride=2, padding=1) if stride == 2 else dict(kernel_size=3, padding=1)
-        self.conv = conv(c_in, c_out, **kw)
-        self.norm = nn.GroupNorm(8, c_out)
-        self.time = nn.Linear(t_dim, c_out)
-
-    def forward(self, h, emb):
-        return nn.functional.silu(self.norm(self.conv(h)) + self.time(emb)[:, :, None, None])
-
-
-class ConvScoreNet(nn.Module):
-    """A small U-shaped conv net `(x: (B, 1, 28, 28), t: (B,)) -> (B, 1, 28, 28)` (28 → 14 → 7 → 28)."""
-
-    def __init__(self, channels: int = 32, time_dim: int = 64):
-        super().__init__()
-        self.config = dict(channels=channels, time_dim=time_dim)
-        c = channels
-        self.embed = nn.Sequential(SinusoidalTimeEmbedding(time_dim), nn.Linear(time_dim, time_dim), nn.SiLU())
-        self.inc = _Block(1, c, time_dim)
-        self.down1 = _Block(c, 2 * c, time_dim, stride=2)
-        self.down2 = _Block(2 * c, 2 * c, time_dim, stride=2)
-        self.up2 = _Block(2 * c, 2 * c, time_dim, stride=2, transpose=True)
-        self.up1 = _Block(4 * c, c, time_dim, stride=2, transpose=True)
-        self.out = nn.Conv2d(2 * c, 1, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-            raise ValueError(f"ConvScoreNet expects x of shape (B, 1, 28, 28), got {tuple(x.shape)}.")
-        emb = self.embed(batch_time(t, x))
-        h0 = self.inc(x, emb)
-        h1 = self.down1(h0, emb)
-        h2 = self.down2(h1, emb)
-        u1 = self.up2(h2, emb)
-        u0 = self.up1(torch.cat([u1, h1], 1), emb)
-        return self.out(torch.cat([u0, h0], 1))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .nn import batch_time
+from .tensors import batch_time
 
 
 class GaussianMixture:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .solvers import ODESolution
+from .solvers import Solution
 
 
 def euler_step(f, t, x: torch.Tensor, h) -> torch.Tensor:
@@ -38,10 +38,10 @@ def rk4_step(f, t, x: torch.Tensor, h) -> torch.Tensor:
     return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
-def integrate(step, f, x0: torch.Tensor, t_span=(0.0, 1.0), steps: int = 32) -> ODESolution:
+def integrate(step, f, x0: torch.Tensor, t_span=(0.0, 1.0), steps: int = 32) -> Solution:
     """`steps` equal steps of `step(f, t, x, h)` from t_span[0] to t_span[1]; keeps the trajectory.
 
-    Returns an `ODESolution` whose `nfe` counts the calls of `f`.
+    Returns an `Solution` whose `nfe` counts the calls of `f`.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
@@ -58,7 +58,7 @@ def integrate(step, f, x0: torch.Tensor, t_span=(0.0, 1.0), steps: int = 32) -> 
     xs = [x0]
     for n in range(steps):
         xs.append(step(counted, t[n], xs[-1], h))
-    return ODESolution(xs[-1], t, torch.stack(xs), nfe)
+    return Solution(xs[-1], t, torch.stack(xs), nfe)
 
 
 def adjoint_rhs(f, t, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import mlp
+from .models.embeddings import mlp
 
 
 class FlowOutput(NamedTuple):

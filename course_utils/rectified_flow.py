@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from . import solvers
-from .nn import batch_time
+from .tensors import batch_time
 from .schedules import LinearSchedule
 from .train import TrainConfig, TrainResult, fit
 
@@ -92,8 +92,8 @@ def rectified_flow_loss(
         t = sample_time(x0.shape[0], sampling, m=m, s=s, generator=generator,
                         device=x0.device, dtype=x0.dtype)
     t = batch_time(t, x0)
-    x_t = PATH.sample(x1, x0, t)
-    u = PATH.velocity(x1, x0, t)  # = x1 − x0
+    x_t = PATH.sample(x0, x1, t)
+    u = PATH.velocity(x0, x1, t)  # = x1 − x0
     return (model(x_t, t) - u).flatten(1).pow(2).sum(1).mean()
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .nn import append_dims
-from .solvers import randn_like
+from .tensors import append_dims
+from .tensors import randn_like
 
 
 def _sigma_like(sigma, x: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .nn import append_dims, batch_time
-from .schedules import AffineSchedule, ScheduleOutput, VESchedule, VPSchedule
+from .tensors import append_dims, batch_time
+from .schedules import AffineSchedule, OUSchedule, ScheduleOutput, VESchedule, VPSchedule
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -197,22 +197,6 @@ class VESDE(AffineSDE):
     def diffusion(self, t):
         sigma_t = self.schedule(torch.as_tensor(t)).sigma_t
         return sigma_t * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
-
-
-class OUSchedule(AffineSchedule):
-    """The Ornstein–Uhlenbeck path: alpha_t = e^{−θt}, sigma_t² = σ²/(2θ) (1 − e^{−2θt})."""
-
-    direction = "data_to_noise"
-
-    def __init__(self, theta: float = 1.0, sigma: float = 1.0):
-        self.theta, self.sigma = theta, sigma
-
-    def __call__(self, t):
-        alpha = torch.exp(-self.theta * t)
-        var = self.sigma**2 / (2 * self.theta) * -torch.expm1(-2 * self.theta * t)
-        sigma_t = torch.sqrt(var)
-        d_var = self.sigma**2 * alpha**2
-        return ScheduleOutput(alpha, sigma_t, -self.theta * alpha, d_var / (2 * sigma_t))
 
 
 class OrnsteinUhlenbeck(AffineSDE):

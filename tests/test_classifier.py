@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from course_utils import classifier, metrics
+from course_utils import metrics
+from course_utils.models import classifier
 from course_utils.mnist import load_mnist
 from course_utils.train import load_model
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from course_utils import cnf
-from course_utils.nn import TimeMLP
+from course_utils.models import TimeMLP
 
 D64 = torch.float64
 

@@ -6,7 +6,7 @@ import torch
 from course_utils import diffusion as D
 from course_utils import exercises
 from course_utils import sde as sdes
-from course_utils.nn import append_dims
+from course_utils.tensors import append_dims
 from course_utils.schedules import VPSchedule
 
 F64 = torch.float64

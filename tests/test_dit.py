@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from course_utils import dit
+from course_utils.models import dit
 
 
 def tiny(**kw):
@@ -192,7 +192,7 @@ def test_sample_with_midpoint_steps_matches_a_hand_written_midpoint():
 
 
 def test_ablation_report_is_checked_when_loaded(tmp_path):
-    from course_utils import dit_ablation
+    from course_utils.cli import dit_ablation
 
     with pytest.raises(FileNotFoundError, match="dit_ablation"):
         dit_ablation.load(tmp_path / "missing.json")
@@ -208,7 +208,7 @@ def test_ablation_report_is_checked_when_loaded(tmp_path):
 
 
 def test_ablation_command_writes_a_report(tmp_path):
-    from course_utils import dit_ablation
+    from course_utils.cli import dit_ablation
 
     out = tmp_path / "r.json"
     dit_ablation.main(["--out", str(out), "--steps", "4", "--eval-every", "2", "--hidden", "32", "--depth", "1",

@@ -18,7 +18,7 @@ from course_utils.langevin import (
     ve_reverse_diffusion,
     ve_sigmas,
 )
-from course_utils.nn import TimeMLP
+from course_utils.models import TimeMLP
 from course_utils.schedules import VESchedule
 from course_utils.score_matching import ncsn_toy
 

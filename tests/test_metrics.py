@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from course_utils import classifier, metrics
+from course_utils import metrics
+from course_utils.models import classifier
 from course_utils.mnist import load_mnist
 
 

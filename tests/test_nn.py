@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from course_utils import nn
+from course_utils.models import embeddings as nn
 
 
 def test_time_embedding_is_cos_sin_of_geometric_frequencies():

@@ -16,7 +16,7 @@ from scipy import integrate
 from course_utils import exercises, train
 from course_utils import rectified_flow as rf
 from course_utils.exercises import ExerciseError
-from course_utils.nn import TimeMLP
+from course_utils.models import TimeMLP
 
 MU, SIGMA, D = torch.tensor([1.5, -0.5], dtype=torch.float64), 0.5, 2
 

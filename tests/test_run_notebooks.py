@@ -16,7 +16,7 @@ def test_runs_in_order_writes_copies_and_names_the_failing_cell(tmp_path):
     bad = write(tmp_path / "b_bad.ipynb", ["x = 1", "y = 2\nraise ValueError('the W2 is too large')", "z = 3"])
     out = tmp_path / "executed"
     proc = subprocess.run(
-        [sys.executable, "-m", "course_utils.run_notebooks", "--mode", "full", "--out", str(out), str(ok), str(bad)],
+        [sys.executable, "-m", "course_utils.cli.run_notebooks", "--mode", "full", "--out", str(out), str(ok), str(bad)],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 1
@@ -31,7 +31,7 @@ def test_runs_in_order_writes_copies_and_names_the_failing_cell(tmp_path):
 def test_a_kernel_that_dies_is_named_with_its_cell(tmp_path):
     dead = write(tmp_path / "dead.ipynb", ["x = 1", "import os\nos._exit(3)", "y = 2"])
     proc = subprocess.run(
-        [sys.executable, "-m", "course_utils.run_notebooks", "--out", str(tmp_path / "out"), str(dead)],
+        [sys.executable, "-m", "course_utils.cli.run_notebooks", "--out", str(tmp_path / "out"), str(dead)],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 1 and "FAILED" in proc.stdout
@@ -40,7 +40,7 @@ def test_a_kernel_that_dies_is_named_with_its_cell(tmp_path):
 
 
 def test_the_reason_is_the_last_line_that_says_something():
-    from course_utils.run_notebooks import _reason
+    from course_utils.cli.run_notebooks import _reason
 
     text = "Traceback\n\x1b[31mValueError\x1b[0m: the W2 is too large\n-------------------\n\n"
     assert _reason(text) == "ValueError: the W2 is too large"

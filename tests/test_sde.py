@@ -8,7 +8,7 @@ import torch
 
 from course_utils import mixtures, solvers
 from course_utils import sde as sdes
-from course_utils.schedules import LinearSchedule, VESchedule, VPSchedule
+from course_utils.schedules import LinearSchedule, OUSchedule, VESchedule, VPSchedule
 
 T_GRID = torch.linspace(0.02, 1.0, 50, dtype=torch.float64)
 
@@ -17,7 +17,7 @@ def closed_and_generic():
     return [
         (sdes.VPSDE(0.1, 20.0), sdes.AffineSDE(VPSchedule(0.1, 20.0))),
         (sdes.VESDE(0.01, 10.0), sdes.AffineSDE(VESchedule(0.01, 10.0))),
-        (sdes.OrnsteinUhlenbeck(0.7, 1.3), sdes.AffineSDE(sdes.OUSchedule(0.7, 1.3))),
+        (sdes.OrnsteinUhlenbeck(0.7, 1.3), sdes.AffineSDE(OUSchedule(0.7, 1.3))),
     ]
 
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from course_utils import train_dit
+from course_utils.cli import train_dit
 from course_utils.train import read_checkpoint
 
 # the default label dropout (0.1): the drop mask, like the noise and times, is drawn per global batch
@@ -17,9 +17,9 @@ def run(args, tmp_path, nproc=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
     if nproc:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "course_utils.train_dit", *args]
+               "-m", "course_utils.cli.train_dit", *args]
     else:
-        cmd = [sys.executable, "-m", "course_utils.train_dit", *args]
+        cmd = [sys.executable, "-m", "course_utils.cli.train_dit", *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from course_utils import train_unet
+from course_utils.cli import train_unet
 from course_utils.train import load_model
-from course_utils.unet import UNet
+from course_utils.models.unet import UNet
 
 
 def test_first_loss_is_the_noise_variance_and_training_resumes(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from course_utils.unet import AttnBlock, ResBlock, UNet
+from course_utils.models.unet import AttnBlock, ResBlock, UNet
 
 
 def test_shapes_labels_and_zero_output_at_init():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..nn import append_dims
+from ..tensors import append_dims
 from ._core import ExerciseError, check
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import dit
+from ..models import dit
 from ._core import ExerciseError, check
 
 

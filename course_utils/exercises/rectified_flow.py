@@ -8,7 +8,7 @@ import torch
 
 from .. import rectified_flow as rf
 from .. import solvers
-from ..nn import batch_time
+from ..tensors import batch_time
 from ._core import ExerciseError, check
 
 

@@ -1,6 +1,6 @@
 """Training curves of a small DiT under three settings, for notebook 10's comparison.
 
-    python -m course_utils.dit_ablation --steps 1500 --out data/dit_ablation.json
+    python -m course_utils dit-ablation --steps 1500 --out data/dit_ablation.json
 
 Trains the same small DiT (`train_dit`, rectified flow on MNIST) three times:
 
@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from . import classifier, metrics
-from .dit import sample
-from .mnist import default_data_dir, load_mnist
-from .rectified_flow import PATH
+from .. import metrics
+from ..models import classifier
+from ..dit import sample
+from ..mnist import default_data_dir, load_mnist
+from ..rectified_flow import PATH
 from .train_dit import DiTTrainConfig, train
 
 VARIANTS = {
@@ -47,7 +48,7 @@ def load(path: str | Path | None = None) -> dict:
     """The report that `main` wrote, checked for the fields notebook 10 plots."""
     path = Path(path) if path is not None else default_path()
     if not path.is_file():
-        raise FileNotFoundError(f"No ablation report at {path}: run `python -m course_utils.dit_ablation`.")
+        raise FileNotFoundError(f"No ablation report at {path}: run `python -m course_utils dit-ablation`.")
     try:
         report = json.loads(path.read_text())
         runs = report["variants"]
@@ -66,7 +67,7 @@ def held_out_loss(model, x1: torch.Tensor, x0: torch.Tensor, y: torch.Tensor) ->
     device = next(model.parameters()).device
     x1, x0, y = x1.to(device), x0.to(device), y.to(device)
     t = (torch.arange(len(x1), dtype=x1.dtype, device=device) + 0.5) / len(x1)
-    x_t = PATH.sample(x1, x0, t)
+    x_t = PATH.sample(x0, x1, t)
     return (model(x_t, t, y) - (x1 - x0)).pow(2).mean().item()
 
 
@@ -87,7 +88,7 @@ def run_variant(name: str, steps: int, eval_every: int, base: DiTTrainConfig, he
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m course_utils.dit_ablation", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils dit-ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(default_path()))
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--eval-every", type=int, default=100)

@@ -1,7 +1,7 @@
 """Train the course's DiT on MNIST with the rectified-flow objective, on one device or many.
 
-    python -m course_utils.train_dit --model tiny --steps 7000 --checkpoint runs/dit_mnist.pt --export data/dit_mnist.pt
-    python -m course_utils.train_dit --config-file run.json         # the same flags as JSON
+    python -m course_utils train-dit --model tiny --steps 7000 --checkpoint runs/dit_mnist.pt --export data/dit_mnist.pt
+    python -m course_utils train-dit --config-file run.json         # the same flags as JSON
     torchrun --standalone --nproc_per_node=4 -m course_utils.train_dit --model small ...
 
 Objective (flow convention, x0 noise, x1 data): x_t = (1 − t) x0 + t x1 and
@@ -28,11 +28,11 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from . import config as course_config
-from .dit import DiT, get_config
-from .mnist import default_data_dir, load_mnist
-from .rectified_flow import TIME_SAMPLINGS, rectified_flow_loss, sample_time
-from .train import TrainConfig, export_weights, fit
+from .. import config as course_config
+from ..models.dit import DiT, get_config
+from ..mnist import default_data_dir, load_mnist
+from ..rectified_flow import TIME_SAMPLINGS, rectified_flow_loss, sample_time
+from ..train import TrainConfig, export_weights, fit
 
 
 @dataclass
@@ -173,7 +173,7 @@ def train(cfg: DiTTrainConfig):
 
 
 def parse_args(argv=None) -> DiTTrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m course_utils.train_dit", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils train-dit", description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", help="JSON file of the fields below (flags given override it)")
     for f in fields(DiTTrainConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -1,6 +1,6 @@
 """Train the course's class-conditional U-Net diffusion model on MNIST (ε-prediction, DDPM).
 
-    python -m course_utils.train_unet --steps 6000
+    python -m course_utils train-unet --steps 6000
 
 writes a resumable checkpoint (weights, EMA, optimiser) to `--out` (runs/unet_mnist.pt) and,
 when training ends, the EMA weights alone to `--export` (data/unet_mnist.pt, about 3 MB).
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from . import config as course_config
-from .diffusion import DiscreteSchedule, GaussianDiffusion
-from .mnist import default_data_dir, load_mnist
-from .train import TrainConfig, export_weights, fit
-from .unet import UNet
+from .. import config as course_config
+from ..diffusion import DiscreteSchedule, GaussianDiffusion
+from ..mnist import default_data_dir, load_mnist
+from ..train import TrainConfig, export_weights, fit
+from ..models.unet import UNet
 
 T = 1000
 LABEL_DROPOUT = 0.1
@@ -72,7 +72,7 @@ def train_unet(out, steps: int = 6000, batch_size: int = 64, channels: int = 32,
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m course_utils.train_unet", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils train-unet", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(default_run_path()), help="resumable checkpoint")
     parser.add_argument("--export", default=str(default_path()), help="EMA weights for notebook 07b ('' to skip)")
     parser.add_argument("--steps", type=int, default=6000)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import SinusoidalTimeEmbedding, batch_time
+from ..tensors import batch_time
+from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -68,7 +69,7 @@ class UNet(nn.Module):
         emb = 4 * channels
         self.time_embed = nn.Sequential(SinusoidalTimeEmbedding(channels), nn.Linear(channels, emb),
                                         nn.SiLU(), nn.Linear(emb, emb))
-        self.label_embed = nn.Embedding(num_classes + 1, emb) if num_classes is not None else None
+        self.label_embed = LabelEmbedding(num_classes, emb) if num_classes is not None else None
         widths = [channels * m for m in mults]
         self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -90,18 +91,21 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def null_label(self) -> int | None:
+        return None if self.label_embed is None else self.label_embed.null_label
+
+    def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, *,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """`drop: (B,)` bool, optional: labels to replace by ∅ (label dropout, drawn by the trainer)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(
                 f"UNet expects images (B, {self.in_channels}, H, W) with H, W divisible by 4, got {tuple(x.shape)}."
             )
         e = self.time_embed(batch_time(t, x))
         if self.label_embed is not None:
-            if y is None:
-                y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
-            if y.min() < 0 or y.max() > self.num_classes:
-                raise ValueError(f"Class labels must lie in 0..{self.num_classes - 1} ({self.num_classes} = no label).")
-            e = e + self.label_embed(y)
+            y = self.label_embed.labels(y, x.shape[0], x.device)
+            e = e + self.label_embed(y, drop=drop)
         elif y is not None:
             raise ValueError("This UNet was built without classes (num_classes=None) but got labels y.")
         h, skips = self.stem(x), []

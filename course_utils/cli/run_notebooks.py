@@ -1,6 +1,6 @@
 """Run the course headless, in order, and report how long each notebook took.
 
-    python -m course_utils.run_notebooks [--mode fast|full] [--out build/executed] [NOTEBOOK ...]
+    python -m course_utils run-notebooks [--mode fast|full] [--out build/executed] [NOTEBOOK ...]
 
 Executes each notebook top to bottom in a fresh kernel (its own folder as working
 directory), writes the executed copy to `--out` (git ignores `build/`), and prints a table
@@ -21,7 +21,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from tqdm.auto import tqdm
 
-from .config import MODES
+from ..config import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_utils.run_notebooks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils run-notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all, in order)")
     parser.add_argument("--mode", choices=MODES, default=os.environ.get("COURSE_MODE", "fast"))
     parser.add_argument("--out", default=str(ROOT / "build" / "executed"), help="folder for executed copies")

@@ -1,6 +1,6 @@
 """Write the student release of the notebooks: solutions out, everything else unchanged.
 
-    python -m course_utils.release OUT_DIR [--source notebooks]
+    python -m course_utils release OUT_DIR [--source notebooks]
 
 In each code cell, every region from `### BEGIN SOLUTION` to `### END SOLUTION` (nbgrader's
 markers) becomes one line, at the marker's indentation:
@@ -83,7 +83,7 @@ def release(source_dir: str | Path, out_dir: str | Path) -> list[Path]:
 
 def main(argv=None):
     default = Path(__file__).resolve().parent.parent / "notebooks"
-    parser = argparse.ArgumentParser(prog="python -m course_utils.release", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils release", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder for the student notebooks")
     parser.add_argument("--source", default=str(default), help=f"solution notebooks (default: {default})")
     args = parser.parse_args(argv)

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import solvers
-from .nn import SinusoidalTimeEmbedding, batch_time
+from ..tensors import batch_time
+from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding
 
 
 @dataclass(frozen=True)
@@ -114,40 +114,6 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(self.freq(t))
 
 
-class LabelEmbedder(nn.Module):
-    """Class label -> (B, d); a table of num_classes + 1 rows, the last one the null label.
-
-    In training, each label is replaced by the null label with probability `dropout`, so
-    that one network learns both p(x|y) and p(x) (classifier-free guidance). A training
-    loop that draws the choice itself passes `drop: (B,)` bool (True = null label): it is
-    used instead of a fresh draw, in training and evaluation alike. `train_dit` does so,
-    to draw the mask for the whole global batch from one seed as it draws noise and times.
-    """
-
-    def __init__(self, num_classes: int, hidden: int, dropout: float):
-        super().__init__()
-        self.num_classes, self.dropout = num_classes, dropout
-        self.table = nn.Embedding(num_classes + 1, hidden)
-
-    def forward(self, y: torch.Tensor, generator: torch.Generator | None = None,
-                drop: torch.Tensor | None = None):
-        if y.dtype not in (torch.int64, torch.int32) or y.min() < 0 or y.max() > self.num_classes:
-            raise ValueError(
-                f"Class labels must be integers in 0..{self.num_classes - 1} (or {self.num_classes} "
-                f"for 'no label'), got {y.dtype} values {y.min().item()}..{y.max().item()}."
-            )
-        if drop is not None:
-            if drop.dtype != torch.bool or drop.shape != y.shape:
-                raise ValueError(f"drop must be a bool mask shaped like the labels {tuple(y.shape)}, "
-                                 f"got {drop.dtype} {tuple(drop.shape)}.")
-        elif self.training and self.dropout > 0:
-            drop = torch.rand(y.shape, generator=generator, device=getattr(generator, "device", y.device))
-            drop = drop.to(y.device) < self.dropout
-        if drop is not None:
-            y = torch.where(drop.to(y.device), torch.full_like(y, self.num_classes), y)
-        return self.table(y)
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
@@ -223,7 +189,7 @@ class DiT(nn.Module):
         self.x_embedder = nn.Linear(cfg.patch_size**2 * cfg.in_channels, cfg.hidden)
         self.register_buffer("pos_embed", sincos_pos_embed_2d(cfg.hidden, self.grid)[None], persistent=False)
         self.t_embedder = TimestepEmbedder(cfg.hidden)
-        self.y_embedder = LabelEmbedder(cfg.num_classes, cfg.hidden, cfg.class_dropout)
+        self.y_embedder = LabelEmbedding(cfg.num_classes, cfg.hidden, cfg.class_dropout)
         self.blocks = nn.ModuleList(
             DiTBlock(cfg.hidden, cfg.heads, cfg.mlp_ratio, cfg.qk_norm) for _ in range(cfg.depth)
         )
@@ -237,7 +203,7 @@ class DiT(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.y_embedder.table.weight, std=0.02)
+        nn.init.normal_(self.y_embedder.weight, std=0.02)
         for mlp_layer in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
             nn.init.normal_(mlp_layer.weight, std=0.02)
         for block in self.blocks:
@@ -250,14 +216,13 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, *,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         """`drop: (B,)` bool, optional: which labels to replace by the null label (see
-        `LabelEmbedder`); without it, training mode drops each at `class_dropout`."""
+        `LabelEmbedding`); without it, training mode drops each at `class_dropout`."""
         cfg = self.cfg
         expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"DiT expects images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}.")
         t = batch_time(t, x)
-        if y is None:
-            y = torch.full((x.shape[0],), cfg.num_classes, device=x.device, dtype=torch.long)
+        y = self.y_embedder.labels(y, x.shape[0], x.device)
         c = self.t_embedder(t) + self.y_embedder(y, drop=drop)
         h = self.x_embedder(patchify(x, cfg.patch_size)) + self.pos_embed
         for block in self.blocks:
@@ -265,33 +230,10 @@ class DiT(nn.Module):
         out = self.final_layer(h, c)
         return unpatchify(out, cfg.patch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
 
-    def guided(self, x: torch.Tensor, t, y: torch.Tensor, scale: float) -> torch.Tensor:
-        """Classifier-free guidance: (1 − ω)·v(x, t, ∅) + ω·v(x, t, y), both in one batch."""
-        null = torch.full_like(y, self.cfg.num_classes)
-        both = self(torch.cat([x, x]), torch.cat([batch_time(t, x)] * 2), torch.cat([null, y]))
-        v_uncond, v_cond = both.chunk(2)
-        return (1 - scale) * v_uncond + scale * v_cond
+    @property
+    def null_label(self) -> int:
+        return self.y_embedder.null_label
 
 
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.no_grad()
-def sample(model: DiT, y: torch.Tensor, *, scale: float = 1.0, steps: int = 32, method: str = "euler",
-           x0: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images for labels `y: (B,)`: integrate dx/dt = ṽ(x, t, y) from noise x0 (t = 0) to t = 1.
-
-    ṽ is the guided velocity (1 − scale)·v(x, t, ∅) + scale·v(x, t, y); scale = 1 is the
-    conditional model (one network call per evaluation), otherwise both halves run as one
-    batch of 2B. NFE = steps for Euler, 2·steps for midpoint.
-    """
-    cfg = model.cfg
-    if x0 is None:
-        x0 = torch.randn((len(y), cfg.in_channels, cfg.image_size, cfg.image_size), generator=generator)
-        x0 = x0.to(y.device)
-    if scale == 1.0:
-        field = lambda t, x: model(x, batch_time(t, x), y)  # noqa: E731
-    else:
-        field = lambda t, x: model.guided(x, t, y, scale)  # noqa: E731
-    return solvers.odeint(field, x0, (0.0, 1.0), method=method, steps=steps).x

@@ -1,0 +1,1 @@
+"""The course's command-line programs, each run as `python -m course_utils <command>`."""
