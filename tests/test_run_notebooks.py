@@ -16,7 +16,7 @@ def test_runs_in_order_writes_copies_and_names_the_failing_cell(tmp_path):
     bad = write(tmp_path / "b_bad.ipynb", ["x = 1", "y = 2\nraise ValueError('the W2 is too large')", "z = 3"])
     out = tmp_path / "executed"
     proc = subprocess.run(
-        [sys.executable, "-m", "course_utils.cli.run_notebooks", "--mode", "full", "--out", str(out), str(ok), str(bad)],
+        [sys.executable, "-m", "course_utils", "run-notebooks", "--mode", "full", "--out", str(out), str(ok), str(bad)],
         capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 1
@@ -37,6 +37,12 @@ def test_a_kernel_that_dies_is_named_with_its_cell(tmp_path):
     assert proc.returncode == 1 and "FAILED" in proc.stdout
     assert "dead.ipynb failed in code cell 2" in proc.stderr and "the kernel died" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_default_is_every_notebook_of_the_course():
+    from course_utils.cli import run_notebooks
+
+    assert sorted(run_notebooks.ROOT.joinpath("notebooks").glob("*.ipynb")), run_notebooks.ROOT
 
 
 def test_the_reason_is_the_last_line_that_says_something():

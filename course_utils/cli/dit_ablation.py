@@ -1,6 +1,7 @@
 """Training curves of a small DiT under three settings, for notebook 10's comparison.
 
-    python -m course_utils dit-ablation --steps 1500 --out data/dit_ablation.json
+    python -m course_utils dit-ablation --steps 1500                 # report in runs/dit_ablation.json
+    python -m course_utils dit-ablation --steps 1500 --out data/dit_ablation.json   # replace the shipped one
 
 Trains the same small DiT (`train_dit`, rectified flow on MNIST) three times:
 
@@ -17,11 +18,11 @@ file that notebook 10 plots; full mode reruns this command.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,8 +31,8 @@ from .. import metrics
 from ..models import classifier
 from ..dit import sample
 from ..mnist import default_data_dir, load_mnist
-from ..rectified_flow import PATH
-from .train_dit import DiTTrainConfig, train
+from ._config import parse_config, run, runs_dir
+from .train_dit import PATH, DiTTrainConfig, train
 
 VARIANTS = {
     "logit_normal": dict(time_sampling="logit_normal", qk_norm=True),
@@ -57,7 +58,7 @@ def load(path: str | Path | None = None) -> dict:
                 raise ValueError(f"variant {name!r} has a malformed curve")
             float(run["accuracy_w3_16_steps"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path} is not a report of `course_utils.dit_ablation` ({err}).") from None
+        raise ValueError(f"{path} is not a report of `python -m course_utils dit-ablation` ({err}).") from None
     return report
 
 
@@ -67,8 +68,8 @@ def held_out_loss(model, x1: torch.Tensor, x0: torch.Tensor, y: torch.Tensor) ->
     device = next(model.parameters()).device
     x1, x0, y = x1.to(device), x0.to(device), y.to(device)
     t = (torch.arange(len(x1), dtype=x1.dtype, device=device) + 0.5) / len(x1)
-    x_t = PATH.sample(x0, x1, t)
-    return (model(x_t, t, y) - (x1 - x0)).pow(2).mean().item()
+    path = PATH.sample(x0, x1, t)
+    return (model(path.x_t, t, y) - path.u_t).pow(2).mean().item()
 
 
 def run_variant(name: str, steps: int, eval_every: int, base: DiTTrainConfig, held_out, workdir: Path,
@@ -87,20 +88,28 @@ def run_variant(name: str, steps: int, eval_every: int, base: DiTTrainConfig, he
             "seconds": time.perf_counter() - started, **VARIANTS[name]}
 
 
+@dataclass
+class AblationConfig:
+    out: str = field(default_factory=lambda: str(runs_dir() / "dit_ablation.json"),
+                     metadata={"help": f"the JSON report (notebook 10 loads the shipped {default_path()})"})
+    steps: int = 1500
+    eval_every: int = field(default=100, metadata={"help": "steps between held-out measurements"})
+    hidden: int = 64
+    depth: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"choices": tuple(VARIANTS)})
+    device: str | None = None
+
+    def __post_init__(self):
+        if self.eval_every < 1 or self.steps < self.eval_every:
+            raise ValueError("--steps must be at least --eval-every, and --eval-every at least 1.")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m course_utils dit-ablation", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(default_path()))
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--depth", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
-    if args.steps < args.eval_every or args.eval_every < 1:
-        parser.error("--steps must be at least --eval-every, and --eval-every at least 1.")
+    """`python -m course_utils dit-ablation`."""
+    args = parse_config(AblationConfig, argv, prog="python -m course_utils dit-ablation",
+                        description=__doc__.splitlines()[0])
     base = DiTTrainConfig(model="tiny", hidden=args.hidden, depth=args.depth, batch_size=args.batch_size,
                           lr=args.lr, progress=False, device=args.device)
     test = load_mnist("test", quiet=True)
@@ -125,4 +134,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

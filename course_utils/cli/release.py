@@ -13,10 +13,12 @@ solution metadata, or a region left open, is an error naming the notebook and ce
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
 import nbformat
+
+from ._config import ROOT, Parser, run
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
@@ -82,8 +84,8 @@ def release(source_dir: str | Path, out_dir: str | Path) -> list[Path]:
 
 
 def main(argv=None):
-    default = Path(__file__).resolve().parent.parent / "notebooks"
-    parser = argparse.ArgumentParser(prog="python -m course_utils release", description=__doc__.splitlines()[0])
+    default = ROOT / "notebooks"
+    parser = Parser(prog="python -m course_utils release", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="folder for the student notebooks")
     parser.add_argument("--source", default=str(default), help=f"solution notebooks (default: {default})")
     args = parser.parse_args(argv)
@@ -92,4 +94,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

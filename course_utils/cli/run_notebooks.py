@@ -9,7 +9,6 @@ of notebook, seconds and status. Stops at the first failing notebook, naming the
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -22,8 +21,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from tqdm.auto import tqdm
 
 from ..config import MODES
-
-ROOT = Path(__file__).resolve().parent.parent
+from ._config import ROOT, Parser, run
 
 
 class NotebookFailed(RuntimeError):
@@ -85,7 +83,7 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_utils run-notebooks", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m course_utils run-notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all, in order)")
     parser.add_argument("--mode", choices=MODES, default=os.environ.get("COURSE_MODE", "fast"))
     parser.add_argument("--out", default=str(ROOT / "build" / "executed"), help="folder for executed copies")
@@ -120,4 +118,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

