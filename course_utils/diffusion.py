@@ -1,20 +1,22 @@
-"""Discrete-time Gaussian diffusion: the forward chain, its ELBO, DDPM and DDIM sampling, guidance.
+"""Discrete-time Gaussian diffusion: the forward chain, its ELBO, DDPM and DDIM steps (notebook 07a).
 
-Time runs from data at t = 0 to noise at t = T (Ho et al. 2020). Notation:
+Time runs from data at t = 0 to noise at t = T (Ho et al. 2020). The β table and every
+conversion between predictions (x̂_0, ε̂, score) live in `schedules.DiscreteSchedule`, the
+same affine path z = alpha·x_0 + sigma·ε as every other topic, read on τ = t/T; this module
+keeps the chain's own equations. Notation:
 
     code                      paper
-    betas[t]                  β_t, t = 1..T          (betas[0] = 0: t = 0 is the data itself)
-    alphas[t]                 α_t = 1 − β_t
-    alphas_cumprod[t]         ᾱ_t = Π_{u ≤ t} α_u    (ᾱ_0 = 1)
+    schedule.betas[t]         β_t, t = 1..T          (betas[0] = 0: t = 0 is the data itself)
+    schedule.alphas[t]        α_t = 1 − β_t
+    schedule.alphas_cumprod   ᾱ_t = Π_{u ≤ t} α_u    (ᾱ_0 = 1; alpha = √ᾱ, sigma = √(1 − ᾱ))
     q_sample(x0, t, eps)      x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε      (q(x_t | x_0))
     eps                       ε, the *total* noise in x_t: what the network predicts
     s                         the time a step goes to, s < t (s = t − 1 on the full chain)
 
-`eps_fn(x_t, t) -> ε̂` is any callable with integer times `t: (B,)`; `model_eps(net)` makes one
-from a network called the course's way, `net(x, t / T, **cond)` with continuous time in [0, 1].
-Steps (`ddpm_step`, `ddim_step`) are the update equations given ε̂; loops (`sample`,
-`ddim_invert`) call `eps_fn` once per step and report the number of calls (NFE).
-Tables are built in float64 and cast to the data's dtype and device when used.
+Networks are called the course's way, `model(x_t, τ, **cond)` with continuous τ = t/T in
+[0, 1]: the chain's equations take integer steps t, the model and the sampler's grid take τ.
+`sample` and `ddim_invert` are `solvers.sample` over `grid(steps)` with the step `step(...)`
+(one model call per step, NFE = steps). Tables are float64, cast to the data's dtype when used.
 """
 
 from __future__ import annotations
@@ -23,70 +25,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from .tensors import append_dims, batch_time
-from .models.embeddings import SinusoidalTimeEmbedding, mlp
-from .tensors import randn_like
+from . import solvers
+from .schedules import DiscreteSchedule, cosine_betas, linear_betas  # noqa: F401  (re-exported)
+from .tensors import append_dims, randn_like
 
 VARIANCES = ("small", "large")
 METHODS = ("ddpm", "ddim")
-
-
-# --- β schedules ---------------------------------------------------------------------------
-
-
-def linear_betas(T: int, beta_min: float = 0.1, beta_max: float = 20.0) -> torch.Tensor:
-    """β_t linear from β_min/T to β_max/T (float64, shape (T,)).
-
-    For T = 1000 this is Ho et al.'s 1e-4 … 0.02; dividing by T makes every T discretise the
-    same VP SDE, β(τ) = β_min + τ(β_max − β_min) on τ = t/T (`schedules.VPSchedule`).
-    """
-    _check_T(T)
-    if beta_max >= T:
-        raise ValueError(f"A linear schedule needs T > beta_max = {beta_max} steps (else β_T ≥ 1), got T = {T}.")
-    return torch.linspace(beta_min / T, beta_max / T, T, dtype=torch.float64)
-
-
-def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """Nichol & Dhariwal (2021, eq. 17): ᾱ_t = f(t)/f(0), f(t) = cos²(π/2 · (t/T + s)/(1 + s));
-    β_t = min(1 − ᾱ_t/ᾱ_{t−1}, max_beta). Float64, shape (T,)."""
-    _check_T(T)
-    t = torch.arange(T + 1, dtype=torch.float64)
-    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2
-    abar = f / f[0]
-    return (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
-
-
-def _check_T(T):
-    if not isinstance(T, int) or T < 1:
-        raise ValueError(f"The number of diffusion steps T must be a positive integer, got {T!r}.")
-
-
-class DiscreteSchedule:
-    """The tables of a β schedule, indexed by t = 0..T (t = 0 is the data: β_0 = 0, ᾱ_0 = 1)."""
-
-    def __init__(self, betas):
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
-        if betas.numel() < 1 or not ((betas > 0) & (betas < 1)).all():
-            raise ValueError("Every β_t must lie strictly between 0 and 1 (and there must be at least one).")
-        self.T = betas.numel()
-        self.betas = torch.cat([betas.new_zeros(1), betas])
-        self.alphas = 1 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
-
-    @classmethod
-    def linear(cls, T: int, beta_min: float = 0.1, beta_max: float = 20.0) -> "DiscreteSchedule":
-        return cls(linear_betas(T, beta_min, beta_max))
-
-    @classmethod
-    def cosine(cls, T: int, s: float = 0.008) -> "DiscreteSchedule":
-        return cls(cosine_betas(T, s))
-
-    def log_snr(self) -> torch.Tensor:
-        """λ_t = log(ᾱ_t / (1 − ᾱ_t)), t = 0..T (λ_0 = +inf)."""
-        abar = self.alphas_cumprod
-        return torch.log(abar) - torch.log1p(-abar)
 
 
 # --- results -------------------------------------------------------------------------------
@@ -102,14 +47,6 @@ class Gaussian:
     @property
     def std(self) -> torch.Tensor:
         return self.var.sqrt()
-
-
-@dataclass
-class DiffusionSample:
-    x: torch.Tensor  # final state (B, *D)
-    timesteps: torch.Tensor  # the integer times visited, (K + 1,)
-    trajectory: torch.Tensor | None  # (K + 1, B, *D) or None
-    nfe: int  # calls of eps_fn
 
 
 @dataclass
@@ -139,11 +76,9 @@ def gaussian_nll(x: torch.Tensor, p: Gaussian) -> torch.Tensor:
     return nll.flatten(1).sum(1)
 
 
-# --- the diffusion ----------------------------------------------------------------------------
-
 
 class GaussianDiffusion:
-    """Equations of a discrete Gaussian diffusion with schedule `schedule`.
+    """Equations of a discrete Gaussian diffusion with schedule `schedule` (a `DiscreteSchedule`).
 
     `variance` is the reverse-step variance σ_t² of DDPM: "small" = the posterior variance
     β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t) β_t, "large" = β_t (Ho et al. §3.2).
@@ -161,7 +96,8 @@ class GaussianDiffusion:
     def _times(self, t, x: torch.Tensor, lo: int = 0) -> torch.Tensor:
         """Integer times as a (B,) long tensor on x's device, checked to lie in lo..T."""
         if isinstance(t, torch.Tensor) and t.is_floating_point():
-            raise ValueError("Diffusion times must be integers 0..T (a long tensor), not floats.")
+            raise ValueError("Diffusion steps t must be integers 0..T (a long tensor), not floats: "
+                             "τ = t/T is what networks get.")
         t = torch.as_tensor(t, device=x.device).long()
         t = t.reshape(()).expand(x.shape[0]) if t.numel() == 1 else t
         if t.shape != (x.shape[0],):
@@ -171,8 +107,8 @@ class GaussianDiffusion:
         return t
 
     def _at(self, table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """table[t] cast to x's dtype/device and shaped to broadcast against x."""
-        return append_dims(table.to(x.dtype).to(x.device)[t], x.ndim)
+        """table[t] cast to x's dtype/device and shaped to broadcast against x (no checks)."""
+        return append_dims(table.to(device=x.device, dtype=x.dtype)[t], x.ndim)
 
     @staticmethod
     def _same_shape(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
@@ -197,11 +133,10 @@ class GaussianDiffusion:
         return Gaussian(abar.sqrt() * x0, (1 - abar).expand_as(x0))
 
     def q_sample(self, x0: torch.Tensor, t, eps: torch.Tensor | None = None, *, generator=None) -> torch.Tensor:
-        """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε."""
+        """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε: the schedule's path at step t."""
         eps = randn_like(x0, generator) if eps is None else eps
         self._same_shape(x0, eps, "eps")
-        abar = self.abar(t, x0)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+        return self.schedule.sample(eps, x0, self._times(t, x0))
 
     def q_step(self, x_prev: torch.Tensor, t, eps: torch.Tensor | None = None, *, generator=None) -> torch.Tensor:
         """One step of the chain, x_t = √α_t x_{t−1} + √β_t ε  (q(x_t | x_{t−1}))."""
@@ -210,22 +145,12 @@ class GaussianDiffusion:
         beta = self._at(self.schedule.betas, t, x_prev)
         return (1 - beta).sqrt() * x_prev + beta.sqrt() * eps
 
-    # -- conversions (Tweedie: x̂_0 = E[x_0 | x_t])
-    def predict_x0(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        """x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t."""
-        abar = self.abar(t, x_t)
-        return (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
-
-    def predict_eps(self, x_t: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
-        """ε̂ = (x_t − √ᾱ_t x̂_0) / √(1 − ᾱ_t)."""
-        abar = self.abar(t, x_t)
-        return (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
-
-    def eps_to_score(self, x_t: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
-        """∇log q(x_t) = −ε̂ / √(1 − ᾱ_t)."""
-        return -eps / (1 - self.abar(t, x_t)).sqrt()
-
     # -- reverse process
+    def _posterior(self, x0, x_t, abar_t, abar_s) -> Gaussian:
+        beta_ts = 1 - abar_t / abar_s
+        mean = (abar_s.sqrt() * beta_ts * x0 + (abar_t / abar_s).sqrt() * (1 - abar_s) * x_t) / (1 - abar_t)
+        return Gaussian(mean, ((1 - abar_s) / (1 - abar_t) * beta_ts).expand_as(x_t))
+
     def q_posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t, s=None) -> Gaussian:
         """q(x_s | x_t, x_0) for s < t (s = t − 1 by default), Ho et al. eq. 6–7, with β_{t|s} = 1 − ᾱ_t/ᾱ_s:
 
@@ -233,11 +158,16 @@ class GaussianDiffusion:
         var  = (1 − ᾱ_s)/(1 − ᾱ_t) β_{t|s}.
         """
         t, s = self._step_times(t, s, x_t)
-        abar_t = self._at(self.schedule.alphas_cumprod, t, x_t)
-        abar_s = self._at(self.schedule.alphas_cumprod, s, x_t)
-        beta_ts = 1 - abar_t / abar_s
-        mean = (abar_s.sqrt() * beta_ts * x0 + (abar_t / abar_s).sqrt() * (1 - abar_s) * x_t) / (1 - abar_t)
-        return Gaussian(mean, ((1 - abar_s) / (1 - abar_t) * beta_ts).expand_as(x_t))
+        abar = self.schedule.alphas_cumprod
+        return self._posterior(x0, x_t, self._at(abar, t, x_t), self._at(abar, s, x_t))
+
+    def _p(self, x_t, eps, t, s) -> Gaussian:
+        abar = self.schedule.alphas_cumprod
+        abar_t, abar_s = self._at(abar, t, x_t), self._at(abar, s, x_t)
+        post = self._posterior(self.schedule.eps_to_x(eps, x_t, t), x_t, abar_t, abar_s)
+        if self.variance == "large":
+            post.var = (1 - abar_t / abar_s).expand_as(x_t)
+        return post
 
     def p_mean_variance(self, x_t: torch.Tensor, eps: torch.Tensor, t, s=None) -> Gaussian:
         """p_θ(x_s | x_t): the posterior with x_0 replaced by x̂_0(x_t, ε̂), variance per `self.variance`.
@@ -245,18 +175,23 @@ class GaussianDiffusion:
         For s = t − 1 the mean is Ho et al.'s eq. 11, (x_t − β_t/√(1 − ᾱ_t) ε̂)/√α_t.
         """
         self._same_shape(x_t, eps, "The ε-prediction")
-        post = self.q_posterior(self.predict_x0(x_t, t, eps), x_t, t, s)
-        if self.variance == "large":
-            t, s = self._step_times(t, s, x_t)
-            abar = self.schedule.alphas_cumprod
-            post.var = (1 - self._at(abar, t, x_t) / self._at(abar, s, x_t)).expand_as(x_t)
-        return post
+        return self._p(x_t, eps, *self._step_times(t, s, x_t))
 
     def ddpm_step(self, x_t: torch.Tensor, eps: torch.Tensor, t, s=None, *, noise=None, generator=None) -> torch.Tensor:
         """Ancestral step x_s = mean + σ z of p_θ(x_s | x_t) (Ho et al. Algorithm 2, any s < t)."""
         p = self.p_mean_variance(x_t, eps, t, s)
         noise = randn_like(x_t, generator) if noise is None else noise
         return p.mean + p.std * noise
+
+    def _ddim(self, x_t, eps, t, s, eta) -> Gaussian:
+        abar = self.schedule.alphas_cumprod
+        abar_t, abar_s = self._at(abar, t, x_t), self._at(abar, s, x_t)
+        if eta == 0:  # (also for inversion, where t = 0 would make the formula 0 · ∞)
+            var = torch.zeros_like(abar_t)
+        else:
+            var = eta**2 * (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
+        mean = abar_s.sqrt() * self.schedule.eps_to_x(eps, x_t, t) + (1 - abar_s - var).clamp_min(0).sqrt() * eps
+        return Gaussian(mean, var.expand_as(x_t))
 
     def ddim_mean_variance(self, x_t: torch.Tensor, eps: torch.Tensor, t, s=None, eta: float = 0.0) -> Gaussian:
         """DDIM (Song et al. 2021, eq. 12 and 16):
@@ -267,13 +202,7 @@ class GaussianDiffusion:
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}.")
         self._same_shape(x_t, eps, "The ε-prediction")
-        t, s = self._step_times(t, s, x_t)
-        abar_t = self._at(self.schedule.alphas_cumprod, t, x_t)
-        abar_s = self._at(self.schedule.alphas_cumprod, s, x_t)
-        var = eta**2 * (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
-        x0 = self.predict_x0(x_t, t, eps)
-        mean = abar_s.sqrt() * x0 + (1 - abar_s - var).clamp_min(0).sqrt() * eps
-        return Gaussian(mean, var.expand_as(x_t))
+        return self._ddim(x_t, eps, *self._step_times(t, s, x_t), eta)
 
     def ddim_step(self, x_t: torch.Tensor, eps: torch.Tensor, t, s=None, eta: float = 0.0, *,
                   noise=None, generator=None) -> torch.Tensor:
@@ -284,15 +213,7 @@ class GaussianDiffusion:
         noise = randn_like(x_t, generator) if noise is None else noise
         return p.mean + p.std * noise
 
-    # -- networks and loops
-    def model_eps(self, model, **cond):
-        """`eps_fn(x, t) = model(x, t / T, **cond)`: a course network (continuous time) as an ε-predictor."""
-
-        def eps_fn(x, t):
-            return model(x, self._times(t, x).to(x.dtype) / self.T, **cond)
-
-        return eps_fn
-
+    # -- the sampler's grid and step
     def timesteps(self, steps: int | None = None) -> torch.Tensor:
         """`steps + 1` evenly spaced integer times from T down to 0 (all T + 1 when steps is None)."""
         steps = self.T if steps is None else steps
@@ -300,54 +221,68 @@ class GaussianDiffusion:
             raise ValueError(f"steps must be an integer in 1..T = 1..{self.T}, got {steps!r}.")
         return torch.linspace(self.T, 0, steps + 1, dtype=torch.float64).round().long()
 
-    @torch.no_grad()
-    def sample(self, eps_fn, x_T: torch.Tensor, *, steps: int | None = None, method: str = "ddpm",
-               eta: float = 0.0, generator=None, return_trajectory: bool = False,
-               clip_x0: float | None = None) -> DiffusionSample:
-        """Run the reverse process from x_T over `timesteps(steps)` with DDPM or DDIM(η) steps.
+    def grid(self, steps: int | None = None) -> torch.Tensor:
+        """The sampler's time grid τ = t/T over `timesteps(steps)`: from 1 (noise) to 0 (data)."""
+        return self.schedule.tau(self.timesteps(steps))
 
-        `clip_x0` clamps x̂_0 to [−clip, clip] at each step (for images in [−1, 1]).
+    def step(self, method: str = "ddpm", eta: float = 0.0, clip_x0: float | None = None):
+        """A `solvers.sample` step from τ to τ' for an ε-model: DDPM's ancestral step, or DDIM(η).
+
+        `clip_x0` clamps x̂_0 to [−clip, clip] before the update (static thresholding, for images in
+        [−1, 1]). The step reads the integer steps round(τT) from the grid on the device: no host sync.
+        With τ' > τ, DDIM(η = 0) runs the same Euler step of the probability-flow ODE the other way
+        (inversion).
         """
         if method not in METHODS:
             raise ValueError(f"Unknown sampler {method!r}: use one of {', '.join(METHODS)}.")
-        times = self.timesteps(steps).to(x_T.device)
-        x, path = x_T, [x_T]
-        for t, s in zip(times[:-1], times[1:]):
-            eps = eps_fn(x, t.expand(x.shape[0]))
-            if clip_x0 is not None:
-                eps = self.predict_eps(x, t, self.predict_x0(x, t, eps).clamp(-clip_x0, clip_x0))
-            if method == "ddpm":
-                x = self.ddpm_step(x, eps, t, s, generator=generator)
-            else:
-                x = self.ddim_step(x, eps, t, s, eta, generator=generator)
-            if return_trajectory:
-                path.append(x)
-        return DiffusionSample(x, times, torch.stack(path) if return_trajectory else None, len(times) - 1)
+        if eta < 0:
+            raise ValueError(f"eta must be >= 0, got {eta}.")
+        sched = self.schedule
 
-    @torch.no_grad()
-    def ddim_invert(self, eps_fn, x0: torch.Tensor, *, steps: int | None = None,
-                    return_trajectory: bool = False) -> DiffusionSample:
+        def diffusion_step(f, x, tau, tau_next, *, generator=None, last=False):
+            t, s = sched.step_index(tau), sched.step_index(tau_next)
+            eps = f(x, tau)
+            if clip_x0 is not None:
+                eps = sched.x_to_eps(sched.eps_to_x(eps, x, t).clamp(-clip_x0, clip_x0), x, t)
+            if method == "ddim":
+                p = self._ddim(x, eps, t, s, eta)
+                if eta == 0:
+                    return p.mean
+            else:
+                p = self._p(x, eps, t, s)
+            return p.mean + p.std * randn_like(x, generator)
+
+        return diffusion_step
+
+    def sample(self, model, x_T: torch.Tensor, *, steps: int | None = None, method: str = "ddpm",
+               eta: float = 0.0, generator=None, return_trajectory: bool = False,
+               clip_x0: float | None = None, **cond) -> solvers.Solution:
+        """Run the reverse process from x_T over `grid(steps)` with DDPM or DDIM(η) steps.
+
+        `model(x_t, τ, **cond)` predicts ε (a network, or a guidance wrapper with `y=` in `cond`).
+        """
+        return solvers.sample(model, x_T, self.grid(steps), method=self.step(method, eta, clip_x0),
+                              generator=generator, return_trajectory=return_trajectory, **cond)
+
+    def ddim_invert(self, model, x0: torch.Tensor, *, steps: int | None = None,
+                    return_trajectory: bool = False, **cond) -> solvers.Solution:
         """Deterministic DDIM run forward, data → noise: x_t = √ᾱ_t x̂_0 + √(1 − ᾱ_t) ε̂(x_s, s), s < t.
 
         The same Euler step of the probability-flow ODE as η = 0 sampling, taken the other way.
         """
-        times = self.timesteps(steps).flip(0).to(x0.device)
-        x, path = x0, [x0]
-        for s, t in zip(times[:-1], times[1:]):
-            eps = eps_fn(x, s.expand(x.shape[0]))
-            abar_t = self.abar(t, x)
-            x = abar_t.sqrt() * self.predict_x0(x, s, eps) + (1 - abar_t).sqrt() * eps
-            if return_trajectory:
-                path.append(x)
-        return DiffusionSample(x, times, torch.stack(path) if return_trajectory else None, len(times) - 1)
+        return solvers.sample(model, x0, self.grid(steps).flip(0), method=self.step("ddim"),
+                              return_trajectory=return_trajectory, **cond)
 
     # -- training objectives
-    def loss(self, eps_fn, x0: torch.Tensor, *, generator=None) -> torch.Tensor:
-        """L_simple = E_{t ~ U{1..T}, ε} ||ε − ε̂(x_t, t)||² (mean over batch and dims; Ho et al. eq. 14)."""
+    def loss(self, model, x0: torch.Tensor, *, generator=None, **cond) -> torch.Tensor:
+        """L_simple = E_{t ~ U{1..T}, ε} ||ε − ε̂(x_t, t/T)||² (mean over batch and dims; Ho et al. eq. 14).
+
+        `cond` (e.g. `y=`, `drop=`) is passed on to the model.
+        """
         t = torch.randint(1, self.T + 1, (x0.shape[0],), generator=generator,
                           device=generator.device if generator is not None else x0.device).to(x0.device)
         eps = randn_like(x0, generator)
-        return (eps - eps_fn(self.q_sample(x0, t, eps), t)).pow(2).mean()
+        return (eps - model(self.q_sample(x0, t, eps), self.schedule.tau(t).to(x0), **cond)).pow(2).mean()
 
     def vlb_weight(self, t) -> torch.Tensor:
         """w_t = β_t² / (2 σ_t² α_t (1 − ᾱ_t)): L_{t−1} = w_t ||ε − ε̂||² (+ a constant if σ_t² ≠ β̃_t), t ≥ 2."""
@@ -359,7 +294,7 @@ class GaussianDiffusion:
         var = beta if self.variance == "large" else (1 - abar_prev) / (1 - abar) * beta
         return beta**2 / (2 * var * alpha * (1 - abar))
 
-    def vlb_terms(self, eps_fn, x0: torch.Tensor, *, generator=None) -> VLBTerms:
+    def vlb_terms(self, model, x0: torch.Tensor, *, generator=None, **cond) -> VLBTerms:
         """The terms of −ELBO for each x_0, one x_t ~ q(x_t | x_0) per t (Ho et al. eq. 5).
 
         The decoder p(x_0 | x_1) is the Gaussian N(μ_θ(x_1, 1), β_1 I) (continuous data).
@@ -370,31 +305,12 @@ class GaussianDiffusion:
         terms = []
         for t in range(1, self.T + 1):
             x_t = self.q_sample(x0, t, generator=generator)
-            model = self.p_mean_variance(x_t, eps_fn(x_t, torch.full((B,), t, device=x0.device)), t)
+            t_b = torch.full((B,), t, device=x0.device)
+            eps = model(x_t, self.schedule.tau(t_b).to(x0), **cond)
+            pred = self.p_mean_variance(x_t, eps, t)
             if t == 1:
                 beta_1 = self._at(self.schedule.betas, self._times(1, x0), x0)
-                terms.append(gaussian_nll(x0, Gaussian(model.mean, beta_1)))
+                terms.append(gaussian_nll(x0, Gaussian(pred.mean, beta_1)))
             else:
-                terms.append(gaussian_kl(self.q_posterior(x0, x_t, t), model))
+                terms.append(gaussian_kl(self.q_posterior(x0, x_t, t), pred))
         return VLBTerms(prior, torch.stack(terms, 1))
-
-    # -- guidance
-    def classifier_guidance(self, eps_fn, log_prob_fn, scale: float):
-        """ε̃(x_t, t) = ε̂(x_t, t) − scale · √(1 − ᾱ_t) ∇_x log p_φ(y | x_t, t) (Dhariwal & Nichol 2021, Alg. 2).
-
-        In scores: ∇log p_t(x) + scale · ∇log p_φ(y | x), the score of p_t(x) p_φ(y | x)^scale.
-        `log_prob_fn(x, t) -> (B,)` is log p_φ(y | x_t) for the wanted labels y.
-        """
-
-        def guided(x, t):
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(log_prob_fn(x_in, t).sum(), x_in)
-            return eps_fn(x, t) - scale * (1 - self.abar(t, x)).sqrt() * grad
-
-        return guided
-
-
-def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
-    """ε̃ = (1 − w) ε̂(x_t, ∅) + w ε̂(x_t, y) (Ho & Salimans 2022; w = 1 is the conditional model)."""
-    return (1 - w) * eps_uncond + w * eps_cond

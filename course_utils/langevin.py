@@ -9,7 +9,7 @@
   x ← x + (σ_i² − σ_{i+1}²) s(x, σ_i) + √(σ_i² − σ_{i+1}²) z  (Song et al. 2021, eq. 47).
 - `NoiseConditionalScore`: s_θ(x, σ) = net(x / √(σ_data² + σ²), t(σ)) / σ, t(σ) the VE time of σ, and
   `ncsn_loss`, DSM weighted by λ(σ) = σ²: ½ E ||σ s_θ(x + σ ε, σ) + ε||².
-- `ConvScoreNet`: a small convolutional `net(x, t)` for MNIST.
+- `ConvScoreNet` (in `course_utils.models.conv_score`): a small convolutional `net(x, t)` for MNIST.
 
 A score model is called `score(x, sigma)` with `x: (B, *D)` and `sigma: (B,)`: the noise level
 is an NCSN's clock (`t(σ)` converts it to VE-SDE time).
@@ -18,21 +18,13 @@ is an NCSN's clock (`t(σ)` converts it to VE-SDE time).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .tensors import append_dims, batch_time
-from .models.embeddings import SinusoidalTimeEmbedding
+from . import solvers
 from .schedules import VESchedule
-from .tensors import randn_like
-
-
-@dataclass
-class LangevinSolution:
-    x: torch.Tensor  # final samples (B, *D)
-    trajectory: torch.Tensor | None  # (steps + 1, B, *D) or None
+from .tensors import append_dims, batch_time, randn_like
 
 
 def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size: float, noise: torch.Tensor) -> torch.Tensor:
@@ -40,20 +32,32 @@ def langevin_step(x: torch.Tensor, score: torch.Tensor, step_size: float, noise:
     return x + 0.5 * step_size * score + math.sqrt(step_size) * noise
 
 
+class Langevin:
+    """`solvers.sample` step: one ULA step of size α whatever the grid says (its grid counts steps)."""
+
+    def __init__(self, step_size: float):
+        if step_size <= 0:
+            raise ValueError(f"The Langevin step size must be positive, got {step_size}.")
+        self.step_size = step_size
+
+    def __call__(self, f, x, t, s, *, generator=None, last=False):
+        return langevin_step(x, f(x, t), self.step_size, randn_like(x, generator))
+
+
 def langevin_dynamics(score, x: torch.Tensor, *, step_size: float, n_steps: int,
                       generator: torch.Generator | None = None,
-                      return_trajectory: bool = False) -> LangevinSolution:
-    """Run `n_steps` ULA steps of step α = `step_size` from `x`, for a callable `score(x)`."""
-    if step_size <= 0:
-        raise ValueError(f"The Langevin step size must be positive, got {step_size}.")
+                      return_trajectory: bool = False) -> solvers.Solution:
+    """Run `n_steps` ULA steps of step α = `step_size` from `x`, for a callable `score(x)`.
+
+    `solvers.sample` with the `Langevin` step over the grid 0, 1, ..., n_steps (the step count).
+    """
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}.")
-    path = [x] if return_trajectory else None
-    for _ in range(n_steps):
-        x = langevin_step(x, score(x), step_size, randn_like(x, generator))
-        if return_trajectory:
-            path.append(x)
-    return LangevinSolution(x, torch.stack(path) if return_trajectory else None)
+    step = Langevin(step_size)
+    if n_steps == 0:
+        return solvers.Solution(x, torch.zeros(1), x[None] if return_trajectory else None, 0)
+    return solvers.sample(lambda y, t: score(y), x, torch.arange(n_steps + 1.0), method=step,
+                          generator=generator, return_trajectory=return_trajectory)
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> torch.Tensor:
@@ -73,17 +77,35 @@ def ve_sigmas(schedule: VESchedule, n_levels: int) -> torch.Tensor:
 
 
 def _levels(sigmas, x):
-    sigmas = torch.as_tensor(sigmas, device=x.device, dtype=x.dtype)
+    """The grid σ_1 > ... > σ_L > 0 = σ_{L+1} on x's device, checked once."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
     if sigmas.ndim != 1 or len(sigmas) < 1 or (sigmas <= 0).any():
         raise ValueError("sigmas must be a 1-D tensor of positive noise levels.")
     if len(sigmas) > 1 and (sigmas[1:] >= sigmas[:-1]).any():
         raise ValueError("sigmas must decrease (from the largest noise level to the smallest).")
-    return sigmas
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).to(device=x.device, dtype=x.dtype)
+
+
+class AnnealedLangevin:
+    """`solvers.sample` step over the noise levels: from σ_i to σ_{i+1}, `n_steps_each` ULA steps of
+    size α_i = ε σ_i²/σ_L² on p_{σ_i} (Song & Ermon 2019, Algorithm 1); with `denoise`, the last
+    step ends with the Tweedie step x + σ_L² s(x, σ_L)."""
+
+    def __init__(self, n_steps_each: int, step_size: float, sigma_last: float, denoise: bool = False):
+        self.n_steps_each, self.step_size, self.sigma_last, self.denoise = n_steps_each, step_size, sigma_last, denoise
+
+    def __call__(self, f, x, sigma, sigma_next, *, generator=None, last=False):
+        alpha = self.step_size * (sigma / self.sigma_last) ** 2
+        for _ in range(self.n_steps_each):
+            x = x + 0.5 * alpha * f(x, sigma) + alpha.sqrt() * randn_like(x, generator)
+        if last and self.denoise:
+            x = x + sigma**2 * f(x, sigma)
+        return x
 
 
 def annealed_langevin(score, x: torch.Tensor, sigmas, *, n_steps_each: int = 100, step_size: float = 0.1,
                       generator: torch.Generator | None = None, denoise: bool = False,
-                      return_trajectory: bool = False) -> LangevinSolution:
+                      return_trajectory: bool = False) -> solvers.Solution:
     """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) for `score(x, sigma: (B,))`.
 
     For each level σ_i (decreasing), `n_steps_each` Langevin steps of size α_i = ε σ_i²/σ_L²
@@ -91,48 +113,43 @@ def annealed_langevin(score, x: torch.Tensor, sigmas, *, n_steps_each: int = 100
     stability is α_i/σ_i² = ε/σ_L² (ULA on N(0, σ²) diverges once α ≥ 4σ²), so ε must scale
     with σ_L²: about 0.1·σ_L². `denoise=True` ends with one Tweedie step x + σ_L² s(x, σ_L),
     which removes the last level's noise (Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
+    `solvers.sample` over the grid σ_1, ..., σ_L, 0 with the `AnnealedLangevin` step: the
+    trajectory holds the start and the state after each level.
     """
-    sigmas = _levels(sigmas, x)
-    ratio = step_size / float(sigmas[-1]) ** 2
+    grid = _levels(sigmas, x)
+    sigma_last = float(grid[-2])
+    ratio = step_size / sigma_last**2
     if not 0 < ratio <= 2:
         raise ValueError(
             f"step_size/σ_L² = {ratio:.3g} must lie in (0, 2]: larger steps make Langevin diverge "
-            f"(choose step_size ≈ 0.1·σ_L² = {0.1 * float(sigmas[-1]) ** 2:.3g})."
+            f"(choose step_size ≈ 0.1·σ_L² = {0.1 * sigma_last ** 2:.3g})."
         )
-    path = [x] if return_trajectory else None
-    for sigma in sigmas:
-        alpha = step_size * float(sigma / sigmas[-1]) ** 2
-        sol = langevin_dynamics(lambda y: score(y, batch_time(sigma, y)), x, step_size=alpha,
-                                n_steps=n_steps_each, generator=generator,
-                                return_trajectory=return_trajectory)
-        x = sol.x
-        if return_trajectory:
-            path.extend(sol.trajectory[1:])
-    if denoise:
-        x = x + sigmas[-1] ** 2 * score(x, batch_time(sigmas[-1], x))
-        if return_trajectory:
-            path.append(x)
-    return LangevinSolution(x, torch.stack(path) if return_trajectory else None)
+    step = AnnealedLangevin(n_steps_each, step_size, sigma_last, denoise)
+    return solvers.sample(score, x, grid, method=step, generator=generator, return_trajectory=return_trajectory)
+
+
+class VEReverseStep:
+    """`solvers.sample` step of the reverse VE SDE on noise levels (Song et al. 2021, eq. 47):
+    x + (σ_i² − σ_{i+1}²) s(x, σ_i) + √(σ_i² − σ_{i+1}²) z; with `denoise` the last step (to σ = 0)
+    adds no noise, which makes it the Tweedie step."""
+
+    def __init__(self, denoise: bool = True):
+        self.denoise = denoise
+
+    def __call__(self, f, x, sigma, sigma_next, *, generator=None, last=False):
+        var = sigma**2 - sigma_next**2
+        x = x + var * f(x, sigma)
+        if not (self.denoise and last):
+            x = x + var.sqrt() * randn_like(x, generator)
+        return x
 
 
 def ve_reverse_diffusion(score, x: torch.Tensor, sigmas, *, generator: torch.Generator | None = None,
-                         denoise: bool = True, return_trajectory: bool = False) -> LangevinSolution:
-    """Reverse VE SDE, Euler–Maruyama on the levels (Song et al. 2021, eq. 47; σ_{L+1} = 0).
-
-    x_{i+1} = x_i + (σ_i² − σ_{i+1}²) s(x_i, σ_i) + √(σ_i² − σ_{i+1}²) z for i < L; the last
-    step (to σ = 0) adds no noise when `denoise`, which makes it the Tweedie step.
-    """
-    sigmas = _levels(sigmas, x)
-    nxt = torch.cat([sigmas[1:], sigmas.new_zeros(1)])
-    path = [x] if return_trajectory else None
-    for i, (sigma, sigma_next) in enumerate(zip(sigmas, nxt)):
-        var = sigma**2 - sigma_next**2
-        x = x + var * score(x, batch_time(sigma, x))
-        if not (denoise and i == len(sigmas) - 1):
-            x = x + var.sqrt() * randn_like(x, generator)
-        if return_trajectory:
-            path.append(x)
-    return LangevinSolution(x, torch.stack(path) if return_trajectory else None)
+                         denoise: bool = True, return_trajectory: bool = False) -> solvers.Solution:
+    """Reverse VE SDE, Euler–Maruyama on the levels (Song et al. 2021, eq. 47; σ_{L+1} = 0):
+    `solvers.sample` over σ_1, ..., σ_L, 0 with the `VEReverseStep`."""
+    return solvers.sample(score, x, _levels(sigmas, x), method=VEReverseStep(denoise), generator=generator,
+                          return_trajectory=return_trajectory)
 
 
 class NoiseConditionalScore(nn.Module):
@@ -151,8 +168,8 @@ class NoiseConditionalScore(nn.Module):
                            sigma_data=sigma_data, net=getattr(net, "config", {}))
 
     def time(self, sigma: torch.Tensor) -> torch.Tensor:
-        s = self.schedule
-        return torch.log(sigma / s.sigma_min) / math.log(s.sigma_max / s.sigma_min)
+        """t(σ), the VE schedule's inverse."""
+        return self.schedule.time(sigma)
 
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         sigma = batch_time(sigma, x)

@@ -160,7 +160,7 @@ def odeint(
 
 def _grid_from_fractions(u: torch.Tensor, t_start: float, t_end: float) -> torch.Tensor:
     """t = t_start + u (t_end − t_start) for fractions u in [0, 1] of the way from noise to data."""
-    return (t_start + u * (t_end - t_start)).float()
+    return t_start + u * (t_end - t_start)  # float64; the sampler casts to the state's dtype
 
 
 def _check_steps(steps) -> None:
@@ -207,7 +207,7 @@ def edm_grid(steps: int, schedule, sigma_min: float = 0.002, sigma_max: float = 
     ratios = (sigma_max ** (1 / rho) + i * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
     times = schedule.time_at_ratio(ratios)
     data_end = 1.0 if schedule.direction == "noise_to_data" else 0.0
-    return torch.cat([times, times.new_full((1,), data_end)]).float()
+    return torch.cat([times, times.new_full((1,), data_end)])
 
 
 def check_grid(t, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from course_utils import diffusion as D
-from course_utils import exercises
+from course_utils import exercises, guidance
+from course_utils.models import TimeClassifier
 from course_utils import sde as sdes
 from course_utils.tensors import append_dims
 from course_utils.schedules import VPSchedule
@@ -20,8 +21,8 @@ def make(T=50, variance="small", kind="linear"):
 def gaussian_eps(diff, mean, var):
     """The exact E[ε | x_t] when x_0 ~ N(mean, var·I): √(1−ᾱ)(x − √ᾱ mean)/(ᾱ var + 1 − ᾱ)."""
 
-    def eps_fn(x, t):
-        abar = diff.abar(t, x)
+    def eps_fn(x, tau):  # a model: continuous time τ = t/T
+        abar = diff.abar(diff.schedule.step_index(tau), x)
         return (1 - abar).sqrt() * (x - abar.sqrt() * mean) / (abar * var + 1 - abar)
 
     return eps_fn
@@ -62,8 +63,16 @@ def test_discrete_linear_schedule_converges_to_the_vp_sde():
 
 
 def test_log_snr_is_decreasing_and_infinite_at_the_data():
-    lam = D.DiscreteSchedule.cosine(64).log_snr()
+    sched = D.DiscreteSchedule.cosine(64)
+    lam = sched.log_snr(torch.arange(65))
     assert math.isinf(lam[0]) and (lam[1:].diff() < 0).all()
+    torch.testing.assert_close(lam[1:], torch.log(sched.alphas_cumprod[1:]) - torch.log1p(-sched.alphas_cumprod[1:]))
+    # as a schedule on τ = t/T: exact at the steps, and its derivative is that of log ᾱ's interpolant
+    tau = torch.tensor([0.25, 0.5], dtype=F64)
+    torch.testing.assert_close(sched.log_snr(tau), lam[[16, 32]])
+    out = sched(tau + 0.5 / 64)
+    torch.testing.assert_close(2 * out.d_alpha_t / out.alpha_t,
+                               64 * (torch.log(sched.alphas_cumprod[[17, 33]]) - torch.log(sched.alphas_cumprod[[16, 32]])))
 
 
 def test_schedule_errors():
@@ -105,8 +114,10 @@ def test_q_sample_on_images_and_dtype_device_follow_the_input():
     torch.testing.assert_close(x_t[0], x0[0])  # t = 0 is the data
     abar = diff.schedule.alphas_cumprod[5].float()
     torch.testing.assert_close(x_t[1], abar.sqrt() * x0[1] + (1 - abar).sqrt() * eps[1])
-    torch.testing.assert_close(diff.predict_x0(x_t[1:], t[1:], eps[1:]), x0[1:], rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(diff.predict_eps(x_t[1:], t[1:], x0[1:]), eps[1:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(diff.schedule.eps_to_x(eps[1:], x_t[1:], t[1:]), x0[1:], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(diff.schedule.x_to_eps(x0[1:], x_t[1:], t[1:]), eps[1:], rtol=1e-4, atol=1e-4)
+    # the same conversions read on τ = t/T, the time networks see
+    torch.testing.assert_close(diff.schedule.eps_to_x(eps[1:], x_t[1:], t[1:] / 30), x0[1:], rtol=1e-4, atol=1e-4)
 
 
 def test_time_errors_are_clear():
@@ -210,7 +221,7 @@ def test_kl_term_is_weighted_eps_error_and_a_constant_for_large_variance():
     for variance in D.VARIANCES:
         diff = make(T=30, variance=variance)
         t = 12
-        eps = diff.predict_eps(x_t, t, x0)  # the ε that produced x_t from x_0
+        eps = diff.schedule.x_to_eps(x0, x_t, t)  # the ε that produced x_t from x_0
         gaps = []
         for eps_hat in (eps_a, eps_b):
             kl = D.gaussian_kl(diff.q_posterior(x0, x_t, t), diff.p_mean_variance(x_t, eps_hat, t))
@@ -313,8 +324,9 @@ def test_sample_trajectory_nfe_and_images():
     x_T = torch.randn(4, 1, 5, 5)
     out = diff.sample(eps_fn, x_T, steps=6, method="ddim", return_trajectory=True)
     assert out.nfe == 6 == len(calls) and out.trajectory.shape == (7, 4, 1, 5, 5)
-    assert out.timesteps.tolist() == [30, 25, 20, 15, 10, 5, 0]
-    assert calls[0].shape == (4,) and calls[0].dtype == torch.long
+    assert (out.t * 30).round().long().tolist() == [30, 25, 20, 15, 10, 5, 0]
+    assert calls[0].shape == (4,) and calls[0].dtype == torch.float32  # the model sees τ = t/T
+    torch.testing.assert_close(calls[1], torch.full((4,), 25 / 30))
     torch.testing.assert_close(out.trajectory[0], x_T)
     again = diff.sample(eps_fn, x_T, steps=6, method="ddim")
     torch.testing.assert_close(again.x, out.x)  # η = 0 is deterministic
@@ -340,7 +352,7 @@ def test_ddim_inversion_is_exact_for_a_constant_eps_and_converges_otherwise():
     assert fine < 0.06 and fine < coarse / 4
 
 
-def test_model_eps_feeds_continuous_time():
+def test_loss_feeds_continuous_time_and_conditioning():
     diff = make(T=50)
     seen = {}
 
@@ -348,9 +360,11 @@ def test_model_eps_feeds_continuous_time():
         seen["tau"], seen["y"] = tau, y
         return torch.zeros_like(x)
 
-    diff.model_eps(net, y=3)(torch.randn(2, 2), torch.tensor([10, 50]))
-    torch.testing.assert_close(seen["tau"], torch.tensor([0.2, 1.0]))
-    assert seen["y"] == 3
+    diff.loss(net, torch.randn(2000, 2), y=3, generator=torch.Generator().manual_seed(0))
+    tau = seen["tau"]
+    assert seen["y"] == 3 and tau.dtype == torch.float32
+    torch.testing.assert_close(tau * 50, (tau * 50).round())  # on the grid k/T
+    assert tau.min() >= 1 / 50 and tau.max() <= 1 and tau.min() < 0.05 and tau.max() > 0.95
 
 
 def test_ddpm_step_is_euler_maruyama_of_the_reverse_vp_sde_to_first_order():
@@ -361,7 +375,7 @@ def test_ddpm_step_is_euler_maruyama_of_the_reverse_vp_sde_to_first_order():
         t = T // 2
         x, eps, z = torch.randn(10, 2, dtype=F64), torch.randn(10, 2, dtype=F64), torch.randn(10, 2, dtype=F64)
         beta = diff.schedule.betas[t]
-        score = diff.eps_to_score(x, t, eps)
+        score = diff.schedule.eps_to_score(eps, x, t)
         em = x + beta * (0.5 * x + score) + beta.sqrt() * z
         return (diff.ddpm_step(x, eps, t, noise=z) - em).abs().max().item()
 
@@ -375,24 +389,28 @@ def test_classifier_guidance_adds_the_scaled_gradient_to_the_score():
     diff = make(T=40)
     c = torch.tensor([2.0, -1.0])
 
-    def log_prob(x, t):  # log p(y | x) = −½||x − c||² + const, gradient c − x
-        return -0.5 * (x - c).pow(2).sum(1)
+    def log_prob(x, t, y):  # log p(y | x) = −½||x − c_y||² + const, gradient c_y − x
+        return -0.5 * (x - y[:, None] * c).pow(2).sum(1)
 
-    x, t = torch.randn(6, 2), torch.full((6,), 20)
-    guided = diff.classifier_guidance(lambda x, t: torch.zeros_like(x), log_prob, scale=3.0)(x, t)
-    score = diff.eps_to_score(x, t, guided)
-    torch.testing.assert_close(score, 3.0 * (c - x))
+    x, tau, y = torch.randn(6, 2), torch.full((6,), 20 / 40), torch.tensor([1, 1, 1, 2, 2, 2])
+    guided = guidance.ClassifierGuidance(lambda x, t: torch.zeros_like(x), log_prob, diff.schedule, scale=3.0)
+    score = diff.schedule.eps_to_score(guided(x, tau, y), x, tau)
+    torch.testing.assert_close(score, 3.0 * (y[:, None] * c - x))
+    # wrong sign (or no guidance) fails the same check
+    assert not torch.allclose(diff.schedule.eps_to_score(
+        guidance.ClassifierGuidance(lambda x, t: torch.zeros_like(x), log_prob, diff.schedule, scale=-3.0)(x, tau, y), x, tau),
+        3.0 * (y[:, None] * c - x))
 
 
 def test_classifier_free_guidance_is_linear_in_w():
     u, c = torch.randn(3, 2), torch.randn(3, 2)
-    torch.testing.assert_close(D.classifier_free_guidance(u, c, 0.0), u)
-    torch.testing.assert_close(D.classifier_free_guidance(u, c, 1.0), c)
-    torch.testing.assert_close(D.classifier_free_guidance(u, c, 3.0), c + 2 * (c - u))
+    torch.testing.assert_close(guidance.combine(u, c, 0.0), u)
+    torch.testing.assert_close(guidance.combine(u, c, 1.0), c)
+    torch.testing.assert_close(guidance.combine(u, c, 3.0), c + 2 * (c - u))
 
 
 def test_time_classifier_shapes_and_errors():
-    clf = D.TimeClassifier(dim=2, num_classes=5, hidden=16, depth=2)
+    clf = TimeClassifier(dim=2, num_classes=5, hidden=16, depth=2)
     assert clf(torch.randn(7, 2), torch.rand(7)).shape == (7, 5)
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         clf(torch.randn(7, 3), 0.5)

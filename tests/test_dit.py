@@ -1,7 +1,9 @@
 import pytest
 import torch
 
+from course_utils.guidance import ClassifierFreeGuidance
 from course_utils.models import dit
+from course_utils.models.embeddings import LabelEmbedding
 
 
 def tiny(**kw):
@@ -69,21 +71,21 @@ def test_qk_norm_gives_unit_rms_queries():
 
 
 def test_label_dropout_rate_and_null_label():
-    emb = dit.LabelEmbedder(10, 8, dropout=0.25).train()
+    emb = LabelEmbedding(10, 8, dropout=0.25).train()
     y = torch.zeros(40_000, dtype=torch.long)
     out = emb(y, generator=torch.Generator().manual_seed(0))
-    dropped = (out == emb.table.weight[10]).all(1).float().mean()
+    dropped = (out == emb.weight[10]).all(1).float().mean()
     assert abs(dropped - 0.25) < 0.01
     emb.eval()
-    assert (emb(y) == emb.table.weight[0]).all()
+    assert (emb(y) == emb.weight[0]).all()
 
 
 def test_a_given_drop_mask_replaces_exactly_those_labels():
     torch.manual_seed(0)
-    emb = dit.LabelEmbedder(10, 8, dropout=0.5).train()
+    emb = LabelEmbedding(10, 8, dropout=0.5).train()
     y = torch.tensor([3, 1, 4, 1, 5])
     drop = torch.tensor([True, False, False, True, False])
-    expected = emb.table.weight[torch.tensor([10, 1, 4, 10, 5])]
+    expected = emb.weight[torch.tensor([10, 1, 4, 10, 5])]
     torch.testing.assert_close(emb(y, drop=drop), expected)  # no random draw on top of the mask
     torch.testing.assert_close(emb.eval()(y, drop=drop), expected)
     with pytest.raises(ValueError, match="bool mask shaped like the labels"):
@@ -104,8 +106,11 @@ def test_guidance_combination():
     model.eval()
     x, t, y = torch.randn(3, 1, 28, 28), torch.rand(3), torch.tensor([0, 5, 9])
     cond, uncond = model(x, t, y), model(x, t)
-    torch.testing.assert_close(model.guided(x, t, y, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(model.guided(x, t, y, 1.0), cond, atol=1e-5, rtol=1e-4)
+    assert model.null_label == 10
+    guided = ClassifierFreeGuidance(model, 3.0)(x, t, y)  # one doubled batch
+    torch.testing.assert_close(guided, uncond + 3.0 * (cond - uncond), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ClassifierFreeGuidance(model, 1.0)(x, t, y), cond, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ClassifierFreeGuidance(model, 0.0)(x, t, y), uncond, atol=1e-5, rtol=1e-4)
 
 
 def test_clear_errors():
@@ -114,7 +119,7 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="not divisible by the patch size 4"):
         dit.patchify(torch.zeros(1, 1, 30, 30), 4)
     model = tiny()
-    with pytest.raises(ValueError, match=r"Class labels must be integers in 0..9"):
+    with pytest.raises(ValueError, match=r"Class labels must lie in 0..9"):
         model(torch.zeros(2, 1, 28, 28), 0.5, torch.tensor([3, 12]))
     with pytest.raises(ValueError, match=r"expects images of shape \(B, 1, 28, 28\)"):
         model(torch.zeros(2, 28, 28), 0.5)
@@ -137,7 +142,7 @@ def test_named_configs_sizes():
 
 def test_exercise_checks_pass_the_reference_and_name_the_mistakes():
     from course_utils import exercises
-    from course_utils.dit import modulate, patchify
+    from course_utils.models.dit import modulate, patchify
 
     exercises.check_patchify(patchify)
     exercises.check_modulate(modulate)
@@ -165,7 +170,7 @@ def test_sample_guided_and_plain_agree_at_scale_one():
     y = torch.tensor([1, 7, 3])
     x0 = torch.randn(3, 1, 28, 28)
     plain = sample(model, y, scale=1.0, steps=4, x0=x0)
-    guided_one = sample(model, y, scale=1.0 + 1e-9, steps=4, x0=x0)  # goes through model.guided
+    guided_one = sample(model, y, scale=1.0 + 1e-9, steps=4, x0=x0)  # goes through the doubled batch
     torch.testing.assert_close(plain, guided_one, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(plain, sample(model, y, scale=3.0, steps=4, x0=x0), atol=1e-3)
     assert plain.shape == x0.shape
@@ -183,8 +188,9 @@ def test_sample_with_midpoint_steps_matches_a_hand_written_midpoint():
     with torch.no_grad():
         for k in range(3):  # x ← x + h·v(x + h/2·v(x, t), t + h/2)
             t = torch.full((2,), k * h)
-            x_mid = x + h / 2 * model.guided(x, t, y, 2.5)
-            x = x + h * model.guided(x_mid, t + h / 2, y, 2.5)
+            v = lambda x, t: model(x, t) + 2.5 * (model(x, t, y) - model(x, t))  # noqa: E731
+            x_mid = x + h / 2 * v(x, t)
+            x = x + h * v(x_mid, t + h / 2)
     torch.testing.assert_close(sample(model, y, scale=2.5, steps=3, method="midpoint", x0=x0), x,
                                atol=1e-5, rtol=1e-5)
     euler = sample(model, y, scale=2.5, steps=6, method="euler", x0=x0)  # the same 6 evaluations
@@ -194,7 +200,7 @@ def test_sample_with_midpoint_steps_matches_a_hand_written_midpoint():
 def test_ablation_report_is_checked_when_loaded(tmp_path):
     from course_utils.cli import dit_ablation
 
-    with pytest.raises(FileNotFoundError, match="dit_ablation"):
+    with pytest.raises(FileNotFoundError, match="dit-ablation"):
         dit_ablation.load(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text('{"variants": {"uniform": {"steps": [100, 200], "held_out_loss": [1.0]}}}')

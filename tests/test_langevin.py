@@ -8,7 +8,6 @@ import torch
 from course_utils import exercises, solvers
 from course_utils import sde as sdes
 from course_utils.langevin import (
-    ConvScoreNet,
     NoiseConditionalScore,
     annealed_langevin,
     geometric_sigmas,
@@ -19,6 +18,7 @@ from course_utils.langevin import (
     ve_sigmas,
 )
 from course_utils.models import TimeMLP
+from course_utils.models.conv_score import ConvScoreNet
 from course_utils.schedules import VESchedule
 from course_utils.score_matching import ncsn_toy
 
@@ -77,7 +77,7 @@ def test_annealed_trajectory_and_denoise_shapes():
     sol = annealed_langevin(lambda x, s: -x / (1 + s[:, None] ** 2), x0, geometric_sigmas(2.0, 0.5, 3),
                             n_steps_each=4, step_size=0.02, generator=gen(), denoise=True,
                             return_trajectory=True)
-    assert sol.trajectory.shape == (3 * 4 + 2, 3, 2)
+    assert sol.trajectory.shape == (3 + 1, 3, 2)  # the start, then after each level (denoise in the last)
     torch.testing.assert_close(sol.trajectory[-1], sol.x)
 
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from course_utils.models import embeddings as nn
+from course_utils import models as nn
+from course_utils import tensors
 
 
 def test_time_embedding_is_cos_sin_of_geometric_frequencies():
@@ -42,8 +43,8 @@ def test_time_mlp_clear_errors():
 
 def test_append_dims_and_batch_time():
     t = torch.arange(3.0)
-    assert nn.append_dims(t, 4).shape == (3, 1, 1, 1)
+    assert tensors.append_dims(t, 4).shape == (3, 1, 1, 1)
     x = torch.zeros(3, 1, 28, 28)
-    assert torch.equal(nn.batch_time(0.5, x), torch.full((3,), 0.5))
-    assert nn.batch_time(torch.tensor([0.1]), x).shape == (3,)
-    assert math.isclose(float((nn.append_dims(t, 4) * torch.ones_like(x))[2].mean()), 2.0)
+    assert torch.equal(tensors.batch_time(0.5, x), torch.full((3,), 0.5))
+    assert tensors.batch_time(torch.tensor([0.1]), x).shape == (3,)
+    assert math.isclose(float((tensors.append_dims(t, 4) * torch.ones_like(x))[2].mean()), 2.0)

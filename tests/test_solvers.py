@@ -283,3 +283,80 @@ def test_adjoint_memory_does_not_grow_with_steps():
         return meter.bytes
 
     assert saved(4, True) == saved(32, True) < saved(4, False) < saved(32, False) / 6
+
+
+# --- the one sampler and its time grids ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,order", [("euler", 1), ("heun", 2), ("midpoint", 2), ("rk4", 4)])
+def test_sample_converges_at_the_order_of_its_step_on_any_grid(problem, method, order):
+    """model(x, t) = A x for t in [0, 1]: the error shrinks like h^order on uniform and on shifted grids."""
+    A, x0 = problem
+    model = lambda x, t: linear_field(A)(t, x)  # noqa: E731
+    for grid_fn in (solvers.uniform_grid, lambda n: solvers.shifted_grid(n, 3.0)):
+        errs = [(solvers.sample(model, x0, grid_fn(n), method=method).x - exact(A, x0, 1.0)).abs().max().item()
+                for n in (16, 32)]
+        assert 2 ** (order - 0.5) < errs[0] / errs[1] < 2 ** (order + 0.7), (method, errs)
+
+
+def test_sample_runs_backwards_returns_its_grid_trajectory_and_counts_nfe(problem):
+    A, x0 = problem
+    model = lambda x, t: linear_field(A)(t, x)  # noqa: E731
+    grid = solvers.uniform_grid(20, 1.0, 0.0)  # from t = 1 down to 0
+    sol = solvers.sample(model, exact(A, x0, 1.0), grid, method="rk4", return_trajectory=True)
+    torch.testing.assert_close(sol.x, x0, atol=1e-4, rtol=0)
+    assert sol.nfe == 80 and sol.trajectory.shape == (21, *x0.shape) and sol.t.dtype == x0.dtype
+    torch.testing.assert_close(sol.trajectory[10], exact(A, x0, 0.5), atol=1e-4, rtol=0)
+    assert solvers.sample(model, x0, grid, method="heun").nfe == 40
+
+
+def test_sample_feeds_batch_time_and_conditioning():
+    seen = []
+
+    def model(x, t, y=None):
+        seen.append((t.clone(), y))
+        return torch.zeros_like(x)
+
+    solvers.sample(model, torch.zeros(3, 2), torch.tensor([0.0, 0.25, 1.0]), y="label")
+    assert [s[0].tolist() for s in seen] == [[0.0] * 3, [0.25] * 3] and seen[0][1] == "label"
+
+
+def test_grids_run_from_noise_to_data_and_warp_where_they_should():
+    u = solvers.uniform_grid(4)
+    torch.testing.assert_close(u, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64))
+    torch.testing.assert_close(solvers.uniform_grid(4, 1.0, 0.0), 1 - u)
+    torch.testing.assert_close(solvers.shifted_grid(4, 1.0), u)  # shift 1 is no shift
+    sh = solvers.shifted_grid(8, 3.0)
+    assert sh[0] == 0 and sh[-1] == 1 and (sh.diff() > 0).all()
+    assert sh[1] < u[1] / 2 + 1e-9  # more steps near the noise end: the first step is shorter
+    # SD3's formula in its own time (noise at 1): n' = s n / (1 + (s − 1) n)
+    n = 1 - torch.linspace(0, 1, 9, dtype=torch.float64)
+    torch.testing.assert_close(1 - sh, 3 * n / (1 + 2 * n))
+    # logit grid: each interval holds 1/steps of the logit-normal's mass
+    lg = solvers.logit_grid(5, m=0.3, s=1.2)
+    z = 0.3 + 1.2 * torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mass = torch.histogram(torch.sigmoid(z), lg).hist / z.numel()
+    torch.testing.assert_close(mass, torch.full((5,), 0.2, dtype=torch.float64), atol=0.005, rtol=0)
+
+
+def test_edm_grid_hits_karras_noise_levels_on_any_schedule():
+    from course_utils.schedules import LinearSchedule, VESchedule, VPSchedule
+
+    sig = (80 ** (1 / 7) + torch.arange(6, dtype=torch.float64) / 5 * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    for sched, end in ((LinearSchedule(), 1.0), (VPSchedule(), 0.0), (VESchedule(0.001, 100.0), 0.0)):
+        g = solvers.edm_grid(6, sched, 0.002, 80.0)
+        out = sched(g[:-1])
+        torch.testing.assert_close(out.sigma_t / out.alpha_t, sig, rtol=1e-6, atol=0)
+        assert g[-1] == end
+    torch.testing.assert_close(solvers.edm_grid(6, LinearSchedule(), 0.002, 80.0)[:-1], 1 / (1 + sig))
+
+
+def test_sample_errors_are_clear():
+    with pytest.raises(ValueError, match="strictly increasing or strictly decreasing"):
+        solvers.sample(lambda x, t: x, torch.zeros(2, 2), torch.tensor([0.0, 0.5, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="Unknown method"):
+        solvers.sample(lambda x, t: x, torch.zeros(2, 2), solvers.uniform_grid(2), method="rk45")
+    with pytest.raises(ValueError, match="shaped like x"):
+        solvers.sample(lambda x, t: x[:, :1], torch.zeros(2, 2), solvers.uniform_grid(2))
+    with pytest.raises(ValueError, match="positive integer"):
+        solvers.uniform_grid(0)

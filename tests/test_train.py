@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from course_utils import nn, train
+from course_utils import models as nn
+from course_utils import train
 
 
 def regression_problem():
