@@ -4,14 +4,18 @@ Each exercise in a notebook is a function the student completes between nbgrader
 `### BEGIN SOLUTION` / `### END SOLUTION` markers; the cell after it calls a check from
 here, e.g. `exercises.check_gaussian_log_prob(gaussian_log_prob)`. A check runs the
 student's function on fresh random inputs, compares it with the reference and, when it
-is wrong, raises `ExerciseError` with one sentence saying how (not implemented, wrong
-shape, not finite, wrong sign, off by a constant factor or offset, or just different).
+is wrong, raises `ExerciseError` with one sentence saying how: the typical mistake it
+recognises (declared with the exercise), or else not implemented, wrong shape, not finite,
+wrong sign, off by a constant factor or offset, or just different.
 
-Checks for each notebook live in a submodule named after its topic and are re-exported
-here.
+Each exercise is declared as data in the submodule of its topic (an `Exercise`: reference,
+input `Case`s, known `Mistake`s and `Symptom`s, see `_core`); declaring one registers it in
+`EXERCISES`, and its check `check_<name>` is re-exported here.
 """
 
-from ._core import ExerciseError, compare, check  # noqa: F401
+from ._core import (  # noqa: F401
+    EXERCISES, Case, Crash, Exercise, ExerciseError, Mistake, Symptom, check, compare, random_state, run_check,
+)
 from .welcome import check_gaussian_log_prob  # noqa: F401
 from .normalizing_flows import check_coupling_log_det, check_linear_pushforward_log_prob  # noqa: F401
 from .neural_odes import check_adjoint_rhs, check_rk4_step  # noqa: F401

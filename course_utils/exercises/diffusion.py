@@ -9,15 +9,60 @@ from __future__ import annotations
 import torch
 
 from ..tensors import append_dims
-from ._core import ExerciseError, check
+from ._core import Case, Exercise, Mistake, randint, uniform
 
 
+def _shape(gen):
+    """A random batch shape: (B, 2) points or (B, 1, H, W) images."""
+    b = randint(3, 9, gen)
+    if torch.rand(1, generator=gen) < 0.5:
+        return (b, 2)
+    return (b, 1, randint(2, 6, gen), randint(2, 6, gen))
+
+
+# ---------------------------------------------------------------------------- forward noising
 def reference_q_sample(x0: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor) -> torch.Tensor:
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, with `abar_t: (B,)` broadcast over `x0: (B, *D)`."""
     abar_t = append_dims(abar_t, x0.ndim)
     return abar_t.sqrt() * x0 + (1 - abar_t).sqrt() * eps
 
 
+def _q_inputs(gen):
+    shape = _shape(gen)
+    abar_t = torch.rand(shape[0], generator=gen) * 0.98 + 0.01
+    return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), abar_t)
+
+
+def _mix(signal, noise):
+    """x0·signal(ᾱ) + ε·noise(ᾱ): the forward jump with other coefficients."""
+
+    def q(x0, eps, abar_t):
+        a = append_dims(abar_t, x0.ndim)
+        return signal(a) * x0 + noise(a) * eps
+
+    return q
+
+
+Q_SAMPLE = Exercise("q_sample", reference_q_sample, _q_inputs, mistakes=[
+    Mistake(_mix(lambda a: a, lambda a: 1 - a),
+            "it mixes with ᾱ_t and 1 − ᾱ_t, the variances; the coefficients are their square roots, √ᾱ_t and "
+            "√(1 − ᾱ_t), so that x_t keeps unit variance."),
+    Mistake(_mix(lambda a: a, lambda a: (1 - a).sqrt()),
+            "it scales x0 by ᾱ_t; the signal coefficient is its square root, √ᾱ_t."),
+    Mistake(_mix(torch.sqrt, lambda a: 1 - a),
+            "it scales ε by 1 − ᾱ_t, the noise variance; the coefficient is the standard deviation, the square "
+            "root √(1 − ᾱ_t)."),
+    Mistake(_mix(lambda a: (1 - a).sqrt(), torch.sqrt),
+            "the coefficients are swapped: x0 gets √ᾱ_t (ᾱ_t → 1 at t = 0, no noise) and ε gets √(1 − ᾱ_t)."),
+])
+
+
+def check_q_sample(student_fn) -> None:
+    """q_sample(x0, eps, abar_t): noise a batch of any shape to time t in one jump."""
+    Q_SAMPLE.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- DDIM
 def reference_ddim_step(x_t, eps, abar_t, abar_s, eta, noise) -> torch.Tensor:
     """x_s = √ᾱ_s x̂_0 + √(1 − ᾱ_s − σ²) ε̂ + σ z,  σ = η √((1 − ᾱ_s)/(1 − ᾱ_t)) √(1 − ᾱ_t/ᾱ_s)."""
     abar_t, abar_s = append_dims(abar_t, x_t.ndim), append_dims(abar_s, x_t.ndim)
@@ -26,89 +71,97 @@ def reference_ddim_step(x_t, eps, abar_t, abar_s, eta, noise) -> torch.Tensor:
     return abar_s.sqrt() * x0 + (1 - abar_s - sigma**2).sqrt() * eps + sigma * noise
 
 
+def _ddim_variant(*, x0_hat=None, sigma=None, direction=None):
+    """A DDIM step with x̂₀(x_t, ε, ᾱ_t), σ(η, ᾱ_t, ᾱ_s) or the direction's coefficient (ᾱ_s, σ) replaced."""
+
+    def step(x_t, eps, abar_t, abar_s, eta, noise):
+        a_t, a_s = append_dims(abar_t, x_t.ndim), append_dims(abar_s, x_t.ndim)
+        x0 = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt() if x0_hat is None else x0_hat(x_t, eps, a_t)
+        variance = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+        sig = eta * variance.sqrt() if sigma is None else sigma(eta, variance)
+        coef = (1 - a_s - sig**2).sqrt() if direction is None else direction(a_s, sig)
+        return a_s.sqrt() * x0 + coef * eps + sig * noise
+
+    return step
+
+
+def _ddim_inputs(gen, eta=None):
+    shape = _shape(gen)
+    abar_t = torch.rand(shape[0], generator=gen) * 0.9 + 0.02  # ᾱ_t < ᾱ_s in (0, 1): s is the less noisy time
+    abar_s = abar_t + (1 - abar_t) * (torch.rand(shape[0], generator=gen) * 0.9 + 0.05)
+    eta = uniform(0.1, 0.9, gen) if eta is None else eta
+    return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), abar_t, abar_s,
+            eta, torch.randn(shape, generator=gen))
+
+
+DDIM_STEP = Exercise("ddim_step", reference_ddim_step, cases=[
+    Case(lambda gen: _ddim_inputs(gen, eta=0.0), "η = 0, the deterministic step"),
+    Case(lambda gen: _ddim_inputs(gen, eta=1.0), "η = 1, DDPM's variance"),
+    Case(_ddim_inputs, "random η"),
+], mistakes=[
+    Mistake(_ddim_variant(x0_hat=lambda x_t, eps, a_t: (x_t - (1 - a_t) * eps) / a_t),
+            "x̂₀ uses ᾱ_t and 1 − ᾱ_t without square roots: x̂₀ = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t."),
+    Mistake(_ddim_variant(sigma=lambda eta, variance: 0 * variance),
+            "η is ignored: the noise level is σ = η·√((1 − ᾱ_s)/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_s), zero only at η = 0."),
+    Mistake(_ddim_variant(direction=lambda a_s, sig: (1 - a_s).sqrt()),
+            "the direction to x_t is √(1 − ᾱ_s)·ε̂; when fresh noise σ·z is added, it must shrink to "
+            "√(1 − ᾱ_s − σ²)·ε̂ so that the total variance stays 1 − ᾱ_s."),
+    Mistake(_ddim_variant(sigma=lambda eta, variance: eta * variance),
+            "σ is missing its square root: σ = η·√((1 − ᾱ_s)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_s)) is a standard "
+            "deviation; the product under the root is its variance (for η = 1)."),
+    Mistake(_ddim_variant(sigma=lambda eta, variance: (eta * variance).sqrt()),
+            "η is inside the square root: η scales the standard deviation, σ = η·√(...), not the variance "
+            "(the two agree only at η = 0 and η = 1)."),
+])
+
+
+def check_ddim_step(student_fn) -> None:
+    """ddim_step(x_t, eps, abar_t, abar_s, eta, noise): one DDIM step from t to s < t."""
+    DDIM_STEP.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- classifier-free guidance
 def reference_cfg_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, w: float) -> torch.Tensor:
     """ε̃ = (1 − w) ε̂(x, ∅) + w ε̂(x, y)."""
     return (1 - w) * eps_uncond + w * eps_cond
 
 
-def _shape(gen):
-    """A random batch shape: (B, 2) points or (B, 1, H, W) images."""
-    b = int(torch.randint(3, 9, (1,), generator=gen))
-    if torch.rand(1, generator=gen) < 0.5:
-        return (b, 2)
-    return (b, 1, int(torch.randint(2, 6, (1,), generator=gen)), int(torch.randint(2, 6, (1,), generator=gen)))
+def guidance_exercise(name: str, symbol: str, make_pair) -> Exercise:
+    """Classifier-free guidance of two predictions `symbol` (ε̂, v, ...) of the shape `make_pair(gen)` draws.
+
+    The same formula serves ε-prediction (notebook 07a) and velocity prediction (notebook 10).
+    """
+    u, c = f"{symbol}(x, ∅)", f"{symbol}(x, y)"
+
+    def inputs(gen, w=None):
+        return make_pair(gen) + (uniform(0.0, 6.0, gen) if w is None else w,)
+
+    return Exercise(name, reference_cfg_eps, cases=[
+        Case(lambda gen: inputs(gen, 0.0), f"w = 0 must give the unconditional {symbol}"),
+        Case(lambda gen: inputs(gen, 1.0), f"w = 1 must give the conditional {symbol}"),
+        Case(inputs, "random w"),
+    ], mistakes=[
+        Mistake(lambda uncond, cond, w: (1 - w) * cond + w * uncond,
+                f"the two predictions are swapped: w multiplies the conditional {c} and 1 − w the "
+                f"unconditional {u}."),
+        Mistake(lambda uncond, cond, w: uncond + w * cond,
+                f"it adds w·{c} to {u}; guidance moves along their difference: {u} + w·({c} − {u})."),
+        Mistake(lambda uncond, cond, w: (1 + w) * cond - w * uncond,
+                f"this is the (1 + w)·{c} − w·{u} convention, where w = 0 is plain conditional; here w = 1 is "
+                f"plain conditional: (1 − w)·{u} + w·{c}."),
+        Mistake(lambda uncond, cond, w: w * (cond - uncond),
+                f"it returns only the guidance direction w·({c} − {u}); add it to {u}."),
+    ])
 
 
-def _abar_pair(b, gen):
-    """ᾱ_t < ᾱ_s in (0, 1), shape (B,) each (s is the less noisy time)."""
-    abar_t = torch.rand(b, generator=gen) * 0.9 + 0.02
-    abar_s = abar_t + (1 - abar_t) * (torch.rand(b, generator=gen) * 0.9 + 0.05)
-    return abar_t, abar_s
+def _image_pair(gen):
+    shape = _shape(gen)
+    return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
 
 
-def _staged(name, student_fn, reference_fn, cases) -> None:
-    """Run `check` on each (label, make_inputs) case in turn; a failure names the case it failed on."""
-    for label, make_inputs in cases:
-        try:
-            check(name, student_fn, reference_fn, make_inputs, quiet=True)
-        except ExerciseError as err:
-            if "not implemented" in str(err):
-                raise
-            raise ExerciseError(f"{err} Case: {label}.") from None
-    print(f"✓ {name} agrees with the reference on {len(cases)} kinds of random input.")
-
-
-def check_q_sample(student_fn) -> None:
-    """q_sample(x0, eps, abar_t): noise a batch of any shape to time t in one jump."""
-
-    def inputs(gen):
-        shape = _shape(gen)
-        abar_t = torch.rand(shape[0], generator=gen) * 0.98 + 0.01
-        return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), abar_t)
-
-    x0, eps = torch.ones(2, 3), torch.zeros(2, 3)
-    try:
-        out = student_fn(x0, eps, torch.tensor([0.25, 0.25]))
-    except Exception:  # `check` below reports it in plain words
-        out = None
-    if isinstance(out, torch.Tensor) and out.shape == x0.shape and torch.allclose(out, 0.25 * x0):
-        raise ExerciseError("`q_sample` scales x0 by ᾱ_t; the signal coefficient is its square root, √ᾱ_t.")
-    check("q_sample", student_fn, reference_q_sample, inputs)
-
-
-def check_ddim_step(student_fn) -> None:
-    """ddim_step(x_t, eps, abar_t, abar_s, eta, noise): one DDIM step from t to s < t."""
-
-    def inputs(gen):
-        shape = _shape(gen)
-        abar_t, abar_s = _abar_pair(shape[0], gen)
-        eta = float(torch.rand(1, generator=gen))
-        return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), abar_t, abar_s,
-                eta, torch.randn(shape, generator=gen))
-
-    def deterministic(gen):
-        x_t, eps, abar_t, abar_s, _, noise = inputs(gen)
-        return (x_t, eps, abar_t, abar_s, 0.0, noise)
-
-    def ddpm_like(gen):
-        x_t, eps, abar_t, abar_s, _, noise = inputs(gen)
-        return (x_t, eps, abar_t, abar_s, 1.0, noise)
-
-    _staged("ddim_step", student_fn, reference_ddim_step,
-            [("η = 0, the deterministic step", deterministic), ("η = 1, DDPM's variance", ddpm_like), ("random η", inputs)])
+CFG_EPS = guidance_exercise("cfg_eps", "ε̂", _image_pair)
 
 
 def check_cfg_eps(student_fn) -> None:
     """cfg_eps(eps_uncond, eps_cond, w): classifier-free guidance of two ε-predictions."""
-
-    def inputs(gen):
-        shape = _shape(gen)
-        w = float(torch.rand(1, generator=gen) * 6)
-        return (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen), w)
-
-    def at(w):
-        return lambda gen: inputs(gen)[:2] + (w,)
-
-    _staged("cfg_eps", student_fn, reference_cfg_eps,
-            [("w = 0 must give the unconditional ε", at(0.0)), ("w = 1 must give the conditional ε", at(1.0)),
-             ("random w", inputs)])
+    CFG_EPS.check(student_fn)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._core import ExerciseError, check, diagnose_known_mistakes
+from ._core import Exercise, Mistake, randint
 
 
 def _random_matrix(d: int, gen: torch.Generator) -> torch.Tensor:
@@ -27,7 +27,7 @@ def reference_linear_pushforward_log_prob(x: torch.Tensor, A: torch.Tensor, mu: 
 
 
 def _linear_inputs(gen):
-    b, d = int(torch.randint(3, 9, (1,), generator=gen)), int(torch.randint(1, 5, (1,), generator=gen))
+    b, d = randint(3, 9, gen), randint(1, 5, gen)
     A = _random_matrix(d, gen)
     mu = torch.randn(d, generator=gen, dtype=torch.float64)
     x = mu + 1.5 * torch.randn(b, d, generator=gen, dtype=torch.float64)
@@ -47,30 +47,30 @@ def _solve(A, v):  # A⁻¹ v for each row v
 
 
 LINEAR_MISTAKES = [
-    (lambda x, A, mu: _log_normal(_solve(A, x - mu)) + _log_abs_det(A),
-     "the log-det has the wrong sign: f(x) = A⁻¹(x − μ) multiplies volumes by 1/|det A|, so the formula is "
-     "log N(A⁻¹(x − μ); 0, I) − log|det A|, not + log|det A|."),
-    (lambda x, A, mu: _log_normal(_solve(A, x - mu)),
-     "it leaves out the Jacobian term: log N(A⁻¹(x − μ); 0, I) alone is not a density; subtract log|det A| "
-     "(torch.linalg.slogdet(A).logabsdet)."),
-    (lambda x, A, mu: _log_normal((x - mu) @ A.T) - _log_abs_det(A),
-     "it maps x with A(x − μ), the sampling direction; the density needs the inverse map "
-     "z = A⁻¹(x − μ), e.g. torch.linalg.solve(A, (x − mu).T).T."),
-    (lambda x, A, mu: _log_normal(_solve(A, x) - mu) - _log_abs_det(A),
-     "it computes z = A⁻¹x − μ; undo the shift first, then the matrix: z = A⁻¹(x − μ)."),
-    (lambda x, A, mu: _log_normal(_solve(A, x - mu)) + 0.5 * x.shape[1] * math.log(2 * math.pi)
-     - _log_abs_det(A),
-     "it leaves out the Gaussian's normalising constant −(D/2)·log 2π in log N(z; 0, I)."),
+    Mistake(lambda x, A, mu: _log_normal(_solve(A, x - mu)) + _log_abs_det(A),
+            "the log-det has the wrong sign: f(x) = A⁻¹(x − μ) multiplies volumes by 1/|det A|, so the formula is "
+            "log N(A⁻¹(x − μ); 0, I) − log|det A|, not + log|det A|."),
+    Mistake(lambda x, A, mu: _log_normal(_solve(A, x - mu)),
+            "it leaves out the Jacobian term: log N(A⁻¹(x − μ); 0, I) alone is not a density; subtract log|det A| "
+            "(torch.linalg.slogdet(A).logabsdet)."),
+    Mistake(lambda x, A, mu: _log_normal((x - mu) @ A.T) - _log_abs_det(A),
+            "it maps x with A(x − μ), the sampling direction; the density needs the inverse map "
+            "z = A⁻¹(x − μ), e.g. torch.linalg.solve(A, (x − mu).T).T."),
+    Mistake(lambda x, A, mu: _log_normal(_solve(A, x) - mu) - _log_abs_det(A),
+            "it computes z = A⁻¹x − μ; undo the shift first, then the matrix: z = A⁻¹(x − μ)."),
+    Mistake(lambda x, A, mu: _log_normal(_solve(A, x - mu)) + 0.5 * x.shape[1] * math.log(2 * math.pi)
+            - _log_abs_det(A),
+            "it leaves out the Gaussian's normalising constant −(D/2)·log 2π in log N(z; 0, I)."),
 ]
+
+
+LINEAR_PUSHFORWARD_LOG_PROB = Exercise("linear_pushforward_log_prob", reference_linear_pushforward_log_prob,
+                                       _linear_inputs, LINEAR_MISTAKES, atol=1e-6)
 
 
 def check_linear_pushforward_log_prob(student_fn) -> None:
     """log-density of x = A z + mu, z ~ N(0, I), for x: (B, D), A: (D, D), mu: (D,) -> (B,)."""
-    try:
-        check("linear_pushforward_log_prob", student_fn, reference_linear_pushforward_log_prob, _linear_inputs,
-              atol=1e-6)
-    except ExerciseError as err:
-        diagnose_known_mistakes("linear_pushforward_log_prob", student_fn, _linear_inputs, LINEAR_MISTAKES, err)
+    LINEAR_PUSHFORWARD_LOG_PROB.check(student_fn)
 
 
 # ------------------------------------------------------------- log-det of an affine coupling layer
@@ -94,9 +94,9 @@ def reference_coupling_log_det(x: torch.Tensor, mask: torch.Tensor, net) -> torc
 
 
 def _coupling_inputs(gen):
-    b, d = int(torch.randint(3, 9, (1,), generator=gen)), int(torch.randint(2, 6, (1,), generator=gen))
+    b, d = randint(3, 9, gen), randint(2, 6, gen)
     perm = torch.randperm(d, generator=gen)
-    n_pass = int(torch.randint(1, d, (1,), generator=gen))
+    n_pass = randint(1, d, gen)
     mask = torch.zeros(d, dtype=torch.float64)
     mask[perm[:n_pass]] = 1.0
     x = torch.randn(b, d, generator=gen, dtype=torch.float64)
@@ -142,7 +142,7 @@ def _coupling_mistakes():
             if not parts:
                 continue  # the right answer
             message = parts[0] + "." if len(parts) == 1 else f"two mistakes: {parts[0]}; and {parts[1]}."
-            mistakes.append((_coupling_variant(input_fn, sum_fn), message))
+            mistakes.append(Mistake(_coupling_variant(input_fn, sum_fn), message))
     return mistakes
 
 
@@ -155,21 +155,22 @@ def _with_s(transform):
 
 
 COUPLING_MISTAKES = _coupling_mistakes() + [
-    (lambda x, mask, net: -reference_coupling_log_det(x, mask, net),
-     "the log-det has the wrong sign: z = x·e^s + t stretches the transformed coordinates by e^s, so "
-     "log|det J| = + Σ (1 − m)·s (the minus sign belongs to the inverse map)."),
-    (_with_s(lambda s, t: torch.exp(s)),
-     "it sums the scales e^s; the log-det is the sum of the log-scales themselves, log e^s = s."),
-    (_with_s(lambda s, t: t),
-     "it sums the shift t; a shift moves points without changing volume, only the log-scale s enters the log-det."),
-    (lambda x, mask, net: reference_coupling_log_det(x, mask, net) / x.shape[1],
-     "it averages over coordinates; the log-det is a sum over the transformed coordinates, not a mean."),
+    Mistake(lambda x, mask, net: -reference_coupling_log_det(x, mask, net),
+            "the log-det has the wrong sign: z = x·e^s + t stretches the transformed coordinates by e^s, so "
+            "log|det J| = + Σ (1 − m)·s (the minus sign belongs to the inverse map)."),
+    Mistake(_with_s(lambda s, t: torch.exp(s)),
+            "it sums the scales e^s; the log-det is the sum of the log-scales themselves, log e^s = s."),
+    Mistake(_with_s(lambda s, t: t),
+            "it sums the shift t; a shift moves points without changing volume, only the log-scale s enters the log-det."),
+    Mistake(lambda x, mask, net: reference_coupling_log_det(x, mask, net) / x.shape[1],
+            "it averages over coordinates; the log-det is a sum over the transformed coordinates, not a mean."),
 ]
+
+
+COUPLING_LOG_DET = Exercise("coupling_log_det", reference_coupling_log_det, _coupling_inputs, COUPLING_MISTAKES,
+                            atol=1e-6)
 
 
 def check_coupling_log_det(student_fn) -> None:
     """log-det of an affine coupling layer for x: (B, D), mask: (D,) of 0/1, net(m⊙x) -> (s, t)."""
-    try:
-        check("coupling_log_det", student_fn, reference_coupling_log_det, _coupling_inputs, atol=1e-6)
-    except ExerciseError as err:
-        diagnose_known_mistakes("coupling_log_det", student_fn, _coupling_inputs, COUPLING_MISTAKES, err)
+    COUPLING_LOG_DET.check(student_fn)

@@ -6,61 +6,52 @@ import math
 
 import torch
 
-from .. import rectified_flow as rf
-from .. import solvers
-from ..tensors import batch_time
-from ._core import ExerciseError, check
-
-
-def _check_with_hints(name, student_fn, reference_fn, inputs, hints, **kw) -> None:
-    """`check`, and when it fails, name a known mistake if the student's output matches one."""
-    try:
-        check(name, student_fn, reference_fn, inputs, **kw)
-    except ExerciseError as err:
-        gen = torch.Generator().manual_seed(1234)
-        args = inputs(gen)
-        try:
-            got = torch.as_tensor(student_fn(*args)).double()
-        except Exception:
-            raise err from None
-        for mistake, hint in hints:
-            want = torch.as_tensor(mistake(*args)).double()
-            if got.shape == want.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-6):
-                raise ExerciseError(f"{err} Hint: {hint}") from None
-        raise
+from ._core import Exercise, Mistake, randint, uniform
 
 
 # 1. the logit-normal density -------------------------------------------------------------
+def reference_logit_normal_density(t: torch.Tensor, m: float, s: float) -> torch.Tensor:
+    """π_ln(t; m, s) = 1/(s√(2π)) · 1/(t(1−t)) · exp(−(logit t − m)²/(2s²)) on (0, 1)."""
+    logit = torch.log(t) - torch.log1p(-t)
+    return torch.exp(-0.5 * ((logit - m) / s) ** 2) / (s * math.sqrt(2 * math.pi) * t * (1 - t))
+
+
 def _density_inputs(gen):
     t = torch.rand(64, generator=gen, dtype=torch.float64) * 0.98 + 0.01
     m = float(torch.randn(1, generator=gen)) * 0.7
-    s = float(torch.rand(1, generator=gen)) * 1.5 + 0.4
+    s = uniform(0.4, 1.9, gen)
     return (t, m, s)
+
+
+LOGIT_NORMAL_DENSITY = Exercise("logit_normal_density", reference_logit_normal_density, _density_inputs, rtol=1e-5,
+                                mistakes=[
+    Mistake(lambda t, m, s: reference_logit_normal_density(t, m, s) * t * (1 - t),
+            "it is the normal density of logit(t); the change of variables u = logit(t) adds the factor "
+            "|du/dt| = 1/(t(1−t))."),
+    Mistake(lambda t, m, s: reference_logit_normal_density(t, m, math.sqrt(s)),
+            "s is the standard deviation of logit(t), not its variance."),
+    Mistake(lambda t, m, s: reference_logit_normal_density(t, m, s) * s * math.sqrt(2 * math.pi),
+            "the normal density's constant 1/(s√(2π)) is missing."),
+])
 
 
 def check_logit_normal_density(student_fn) -> None:
     """π_ln(t; m, s) = 1/(s√(2π)) · 1/(t(1−t)) · exp(−(logit t − m)²/(2s²))."""
-
-    def no_jacobian(t, m, s):
-        return rf.logit_normal_density(t, m, s) * t * (1 - t)
-
-    def variance_for_scale(t, m, s):
-        return rf.logit_normal_density(t, m, math.sqrt(s))
-
-    _check_with_hints(
-        "logit_normal_density", student_fn, rf.logit_normal_density, _density_inputs,
-        [(no_jacobian, "you have the normal density of logit(t); the change of variables "
-                       "u = logit(t) adds the factor |du/dt| = 1/(t(1−t))."),
-         (variance_for_scale, "s is the standard deviation of logit(t), not its variance.")],
-        rtol=1e-5,
-    )
+    LOGIT_NORMAL_DENSITY.check(student_fn)
 
 
 # 2. reflow pairs -------------------------------------------------------------------------
+def _euler(velocity, x0, steps, *, n_steps=None, time=lambda k, steps: k / steps, dt=None):
+    """`n_steps` (default `steps`) Euler steps of size `dt` (default 1/steps), velocity taken at `time(k, steps)`."""
+    z, dt = x0, 1.0 / steps if dt is None else dt
+    for k in range(steps if n_steps is None else n_steps):
+        z = z + dt * velocity(z, torch.full((x0.shape[0],), time(k, steps), dtype=x0.dtype))
+    return z
+
+
 def reference_reflow_targets(velocity, x0: torch.Tensor, steps: int) -> torch.Tensor:
-    """Z1 of dZ/dt = velocity(Z, t), Z0 = x0, with `steps` equal Euler steps on [0, 1]."""
-    f = lambda t, x: velocity(x, batch_time(t, x))  # noqa: E731
-    return solvers.odeint(f, x0, (0.0, 1.0), method="euler", steps=steps).x
+    """Z1 of dZ/dt = velocity(Z, t), Z0 = x0, with `steps` equal Euler steps on [0, 1], t_k = k/steps."""
+    return _euler(velocity, x0, steps)
 
 
 def _linear_field(gen):
@@ -76,60 +67,66 @@ def _linear_field(gen):
     return velocity
 
 
+def _reflow_inputs(gen):
+    x0 = torch.randn(randint(5, 40, gen), 2, generator=gen, dtype=torch.float64)
+    return (_linear_field(gen), x0, randint(2, 9, gen))  # steps ≥ 2: with one step, time never advances
+
+
+REFLOW_TARGETS = Exercise("reflow_targets", reference_reflow_targets, _reflow_inputs, atol=1e-8, rtol=1e-6,
+                          mistakes=[
+    Mistake(lambda v, x0, steps: _euler(v, x0, steps, time=lambda k, n: 0.0),
+            "the time passed to velocity must advance: t_k = k / steps."),
+    Mistake(lambda v, x0, steps: _euler(v, x0, steps, time=lambda k, n: (k + 1) / n),
+            "the velocity is taken at the end of each step, t_(k+1); explicit Euler uses the start, t_k = k / steps "
+            "(from t = 0)."),
+    Mistake(lambda v, x0, steps: _euler(v, x0, steps, n_steps=steps - 1),
+            "take exactly `steps` steps of size 1 / steps, from t = 0 to t = 1."),
+    Mistake(lambda v, x0, steps: _euler(v, x0, steps, dt=1.0),
+            "each step moves by the whole velocity; multiply it by the step size 1 / steps."),
+])
+
+
 def check_reflow_targets(student_fn) -> None:
     """Euler-integrate the learned flow from noise: the new partner x1 of each x0."""
-
-    def inputs(gen):
-        x0 = torch.randn(int(torch.randint(5, 40, (1,), generator=gen)), 2, generator=gen, dtype=torch.float64)
-        return (_linear_field(gen), x0, int(torch.randint(1, 9, (1,), generator=gen)))
-
-    def time_stuck_at_zero(velocity, x0, steps):
-        return reference_reflow_targets(lambda x, t: velocity(x, torch.zeros_like(t)), x0, steps)
-
-    def one_step_too_few(velocity, x0, steps):
-        return reference_reflow_targets(velocity, x0, steps - 1) if steps > 1 else x0
-
-    _check_with_hints(
-        "reflow_targets", student_fn, reference_reflow_targets, inputs,
-        [(time_stuck_at_zero, "the time passed to velocity must advance: t_k = k / steps."),
-         (one_step_too_few, "take exactly `steps` steps of size 1 / steps, from t = 0 to t = 1.")],
-        atol=1e-8, rtol=1e-6,
-    )
+    REFLOW_TARGETS.check(student_fn)
 
 
 # 3. the straightness estimate ------------------------------------------------------------
+def _profile(trajectory, velocity, chord=None):
+    """||(Z1 − Z0) − v_t||² for every time and sample: (T, B)."""
+    chord = trajectory[-1] - trajectory[0] if chord is None else chord
+    return (chord - velocity).flatten(2).pow(2).sum(-1)
+
+
 def reference_straightness_estimate(trajectory, velocity, t) -> torch.Tensor:
     """S = trapezoid_t( mean_b ||(Z1 − Z0) − v_t||² ) for (T, B, D) paths and velocities."""
-    return torch.tensor(rf.straightness_integral(trajectory, velocity, t).value, dtype=torch.float64)
+    return torch.trapezoid(_profile(trajectory, velocity).mean(1), t)
 
 
 def _straightness_inputs(gen):
-    n_t, b = int(torch.randint(5, 20, (1,), generator=gen)), int(torch.randint(4, 30, (1,), generator=gen))
+    n_t, b = randint(5, 20, gen), randint(4, 30, gen)
     t = torch.linspace(0, 1, n_t, dtype=torch.float64)
     trajectory = torch.randn(n_t, b, 2, generator=gen, dtype=torch.float64).cumsum(0) / n_t
     velocity = torch.randn(n_t, b, 2, generator=gen, dtype=torch.float64)
     return (trajectory, velocity, t)
 
 
+STRAIGHTNESS_ESTIMATE = Exercise(
+    "straightness_estimate", reference_straightness_estimate, _straightness_inputs, atol=1e-8, rtol=1e-6, mistakes=[
+        Mistake(lambda tr, v, t: (_profile(tr, v).mean(1)[:-1] * t.diff()).sum(),
+                "integrate with the trapezoid rule (torch.trapezoid), not a left Riemann sum."),
+        Mistake(lambda tr, v, t: _profile(tr, v).mean(),
+                "it averages the profile over the time points; integrate it over t with the trapezoid rule, "
+                "torch.trapezoid(profile, t)."),
+        Mistake(lambda tr, v, t: torch.trapezoid(_profile(tr, v).sum(1), t),
+                "average over the batch (the expectation E), do not sum."),
+        Mistake(lambda tr, v, t: torch.trapezoid(_profile(tr, v).sqrt().mean(1), t),
+                "use the squared norm ||·||², not the norm."),
+        Mistake(lambda tr, v, t: torch.trapezoid(_profile(tr, v, chord=tr[1] - tr[0]).mean(1), t),
+                "the chord is the whole displacement Z1 − Z0 = trajectory[-1] − trajectory[0], not the first step."),
+    ])
+
+
 def check_straightness_estimate(student_fn) -> None:
     """S = ∫₀¹ E||(Z1 − Z0) − v(Z_t, t)||² dt by the trapezoid rule on the trajectory's grid."""
-
-    def profile(trajectory, velocity):
-        return (trajectory[-1] - trajectory[0] - velocity).pow(2).sum(-1)  # (T, B)
-
-    def left_riemann(trajectory, velocity, t):
-        return (profile(trajectory, velocity).mean(1)[:-1] * t.diff()).sum()
-
-    def batch_sum(trajectory, velocity, t):
-        return torch.trapezoid(profile(trajectory, velocity).sum(1), t)
-
-    def no_square(trajectory, velocity, t):
-        return torch.trapezoid(profile(trajectory, velocity).sqrt().mean(1), t)
-
-    _check_with_hints(
-        "straightness_estimate", student_fn, reference_straightness_estimate, _straightness_inputs,
-        [(left_riemann, "integrate with the trapezoid rule (torch.trapezoid), not a left Riemann sum."),
-         (batch_sum, "average over the batch (the expectation E), do not sum."),
-         (no_square, "use the squared norm ||·||², not the norm.")],
-        atol=1e-8, rtol=1e-6,
-    )
+    STRAIGHTNESS_ESTIMATE.check(student_fn)
