@@ -13,31 +13,26 @@ and ℓ(t1) = log p_{t1}(x_{t1}) − log p_{t0}(x_{t0}).
 - `divergence_hutchinson(f_x, x, eps)`: the unbiased estimate epsᵀ (∂f/∂x) eps, one
   backward pass (Grathwohl et al. 2019, eq. 7); `probe(x, kind)` draws eps.
 - `integrate(model, x, t_span)`: the augmented ODE, returns `CNFSolution(x, delta_log_p, nfe)`.
-- `log_prob(model, x)`: data flowed back to the base, log p_1(x) = log p_0(x_0) − ℓ(0).
-- `sample(model, x0)`: base points flowed forward to t = 1.
+- `log_prob(model, x)`: data flowed back to the base, log p_1(x) = log p_0(x_0) − ℓ(0), with
+  the base `normalizing_flows.standard_normal_log_prob` (notebook 01).
+- `sample(model, x0)`: base points flowed forward to t = 1 (`solvers.sample`, fixed steps).
 
 Notation: x = x_t (B, *D), f_x = f(x_t, t), eps = probe vector, ℓ = delta_log_p.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import solvers
+from .normalizing_flows import standard_normal_log_prob
 from .tensors import batch_time
 
 TRACES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
-
-
-def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
-    """log N(x; 0, I) summed over all but the batch dim: (B, *D) -> (B,)."""
-    d = x[0].numel()
-    return -0.5 * x.flatten(1).pow(2).sum(1) - 0.5 * d * math.log(2 * math.pi)
 
 
 def _check_graph(f_x: torch.Tensor, x: torch.Tensor) -> None:
@@ -200,8 +195,9 @@ def nll_loss(model, x: torch.Tensor, **kw) -> torch.Tensor:
     return -log_prob(model, x, **kw).mean()
 
 
-def sample(model, x0: torch.Tensor, *, method: str = "rk4", steps: int = 32, rtol: float = 1e-5,
-           atol: float = 1e-5, return_trajectory: bool = False, cond: dict | None = None) -> solvers.Solution:
-    """Flow base points x0 forward from t = 0 to t = 1 (no divergence needed)."""
-    return solvers.odeint(solvers.model_field(model, **(cond or {})), x0, (0.0, 1.0), method=method,
-                          steps=steps, rtol=rtol, atol=atol, return_trajectory=return_trajectory)
+def sample(model, x0: torch.Tensor, *, method: str = "rk4", steps: int = 32, return_trajectory: bool = False,
+           cond: dict | None = None) -> solvers.Solution:
+    """Flow base points x0 forward from t = 0 to t = 1 (no divergence needed): the course's one
+    sampler, `solvers.sample`, with `steps` fixed steps of `method` (no gradients)."""
+    return solvers.sample(model, x0, solvers.uniform_grid(steps, 0.0, 1.0), method=method,
+                          return_trajectory=return_trajectory, **(cond or {}))

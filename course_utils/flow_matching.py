@@ -16,7 +16,14 @@ mean x̂1 = E[x1 | x_t = x] (it is affine in x1). Regressing a network on the co
 field (`cfm_loss`) has the same gradient as regressing it on the marginal one.
 
 Paths are `GaussianPath`s over a `schedules.AffineSchedule` (diffusion schedules are read
-backwards, t ↦ 1 − t): `OTPath(sigma_min)`, `VPPath`, `VEPath`.
+backwards, t ↦ 1 − t): `OTPath(sigma_min)`, `VPPath`, `VEPath`. Rectified flow (notebook 09)
+is `cfm_loss` on `OTPath()` (σ_min = 0), with the training times of `sample_time`: uniform,
+or SD3's logit-normal (`logit_normal_density`).
+
+Path metrics on trajectories `(T, B, *D)` with times `(T,)`: `path_energy` (kinetic energy
+E ∫ ‖ẋ_t‖² dt) and Liu et al.'s straightness S = E ∫ ‖(x_1 − x_0) − ẋ_t‖² dt, one formula
+(`straightness_integral`) fed with the model's velocities (`rectified_flow.straightness`) or
+with finite differences of the paths (`straightness_from_trajectory`).
 
 Notation: alpha_t, sigma_t (and d_alpha_t, d_sigma_t = their t-derivatives) as in
 `schedules`: x_t = alpha_t · x1 + sigma_t · x0; u_t = dx_t/dt.
@@ -24,6 +31,7 @@ Notation: alpha_t, sigma_t (and d_alpha_t, d_sigma_t = their t-derivatives) as i
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -46,7 +54,8 @@ class PathSample:
     x1: torch.Tensor  # data (B, *D)
 
 
-def _check_pair(x0: torch.Tensor, x1: torch.Tensor, what=("x0", "x1")) -> None:
+def check_pair(x0: torch.Tensor, x1: torch.Tensor, what=("x0", "x1")) -> None:
+    """Two `(B, *D)` tensors of one shape on one device (a noise/data pair, or a point and its data point)."""
     for name, x in zip(what, (x0, x1)):
         if not isinstance(x, torch.Tensor) or x.ndim < 2:
             raise ValueError(f"{name} must be a (B, *D) tensor, got {getattr(x, 'shape', type(x))}.")
@@ -87,19 +96,19 @@ class GaussianPath:
 
     def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
         """x_t = α_t x1 + σ_t x0 and u_t = α'_t x1 + σ'_t x0 for x0, x1: (B, *D), t: (B,)."""
-        _check_pair(x0, x1)
+        check_pair(x0, x1)
         t, (a, s, da, ds) = self._coeffs(t, x1)
         return PathSample(a * x1 + s * x0, da * x1 + ds * x0, t, x0, x1)
 
     def conditional_field(self, x: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
         """u_t(x | x1) = σ'_t/σ_t (x − α_t x1) + α'_t x1: (B, *D)."""
-        _check_pair(x, x1, ("x", "x1"))
+        check_pair(x, x1, ("x", "x1"))
         t, (a, s, da, ds) = self._coeffs(t, x)
         return ds / s * (x - a * x1) + da * x1
 
     def conditional_log_prob(self, x: torch.Tensor, x1: torch.Tensor, t) -> torch.Tensor:
         """log N(x; α_t x1, σ_t² I) summed over D: (B,)."""
-        _check_pair(x, x1, ("x", "x1"))
+        check_pair(x, x1, ("x", "x1"))
         t, (a, s, _, _) = self._coeffs(t, x)
         d = x[0].numel()
         z = ((x - a * x1) / s).flatten(1)
@@ -135,11 +144,11 @@ class GaussianPath:
         s0 = self.schedule(torch.zeros(1, dtype=torch.float64)).sigma_t.item()
         return s0 * x0
 
-    def draw_t(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """t ~ U[0, t_max] of shape (B,), on x's device and dtype."""
-        device = generator.device if generator is not None else x.device
-        t = torch.rand(x.shape[0], generator=generator, device=device)
-        return (self.t_max * t).to(device=x.device, dtype=x.dtype)
+    def draw_t(self, x: torch.Tensor, generator: torch.Generator | None = None, time_sampler=None) -> torch.Tensor:
+        """t = t_max · τ of shape (B,) on x's device and dtype, τ ~ U[0, 1] or drawn by `time_sampler`
+        (`time_sampler(n, generator=, device=, dtype=) -> (n,)` in [0, 1], see `make_time_sampler`)."""
+        draw = sample_time if time_sampler is None else time_sampler
+        return self.t_max * draw(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
 
 
 class OTPath(GaussianPath):
@@ -188,19 +197,70 @@ class VEPath(GaussianPath):
         return f"VEPath(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
 
 
-# ---------------------------------------------------------------------------------------
+# training times ------------------------------------------------------------------------
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+def logit_normal_density(t: torch.Tensor, m: float = 0.0, s: float = 1.0) -> torch.Tensor:
+    """π_ln(t; m, s) = 1 / (s √(2π)) · 1 / (t (1 − t)) · exp(−(logit t − m)² / (2 s²)) on (0, 1)."""
+    if s <= 0:
+        raise ValueError(f"The logit-normal scale s must be positive, got {s}.")
+    logit = torch.log(t) - torch.log1p(-t)
+    return torch.exp(-0.5 * ((logit - m) / s) ** 2) / (s * math.sqrt(2 * math.pi) * t * (1 - t))
+
+
+def _check_sampling(sampling: str, s: float) -> None:
+    if sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"Unknown time sampling {sampling!r}: use one of {', '.join(TIME_SAMPLINGS)}.")
+    if sampling == "logit_normal" and s <= 0:
+        raise ValueError(f"The logit-normal scale s must be positive, got {s}.")
+
+
+def sample_time(
+    n: int,
+    sampling: str = "uniform",
+    *,
+    m: float = 0.0,
+    s: float = 1.0,
+    generator: torch.Generator | None = None,
+    device=None,
+    dtype=torch.float32,
+) -> torch.Tensor:
+    """`n` training times in [0, 1]: U(0, 1), or logit-normal t = sigmoid(m + s z), z ~ N(0, 1) (SD3).
+
+    Drawn on the generator's device (or `device`), returned on `device`.
+    """
+    _check_sampling(sampling, s)
+    gen_device = generator.device if generator is not None else device
+    if sampling == "uniform":
+        t = torch.rand(n, generator=generator, device=gen_device, dtype=dtype)
+    else:
+        t = torch.sigmoid(m + s * torch.randn(n, generator=generator, device=gen_device, dtype=dtype))
+    return t.to(device) if device is not None else t
+
+
+def make_time_sampler(sampling: str = "uniform", *, m: float = 0.0, s: float = 1.0):
+    """`sampler(n, generator=, device=, dtype=) -> (n,)`: `sample_time` with these settings, for `cfm_loss`."""
+    _check_sampling(sampling, s)
+    return functools.partial(sample_time, sampling=sampling, m=m, s=s)
+
+
+# the loss --------------------------------------------------------------------------------
 def cfm_loss(model, path: GaussianPath, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, time_sampler=None, **cond) -> torch.Tensor:
     """L_CFM = E_{t, (x0, x1)} ‖v_θ(x_t, t) − u_t‖², u_t = α'_t x1 + σ'_t x0 (Lipman et al. 2023, §3).
 
-    `(x0, x1)` are paired as given (see `independent_coupling`, `ot_coupling`); t ~ U[0, t_max]
-    unless given. The squared error is summed over D and averaged over the batch.
+    `(x0, x1)` are paired as given (see `independent_coupling`, `ot_coupling`); unless given,
+    t = t_max · τ with τ ~ U[0, 1] or drawn by `time_sampler` (e.g. `make_time_sampler("logit_normal")`).
+    The model is called `model(x_t, t, **cond)` (e.g. `y=labels, drop=mask`). The squared error
+    is summed over D and averaged over the batch. On `OTPath()` this is the rectified-flow loss
+    E ‖v(t x1 + (1 − t) x0, t) − (x1 − x0)‖² (Liu et al. 2022).
     """
     if not isinstance(path, GaussianPath):
         raise ValueError(f"path must be a GaussianPath (OTPath, VPPath, VEPath), got {type(path).__name__}.")
-    t = path.draw_t(x1, generator) if t is None else t
+    t = path.draw_t(x1, generator, time_sampler) if t is None else t
     s = path.sample(x0, x1, t)
-    v = model(s.x_t, s.t)
+    v = model(s.x_t, s.t, **cond)
     if v.shape != s.u_t.shape:
         raise ValueError(f"The model must return a velocity of shape {tuple(s.u_t.shape)}, got {tuple(v.shape)}.")
     return (v - s.u_t).pow(2).flatten(1).sum(1).mean()
@@ -208,7 +268,7 @@ def cfm_loss(model, path: GaussianPath, x0: torch.Tensor, x1: torch.Tensor, t: t
 
 def independent_coupling(x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The product coupling q(x0) q(x1): independent draws, paired as they come (I-CFM)."""
-    _check_pair(x0, x1)
+    check_pair(x0, x1)
     return x0, x1
 
 
@@ -218,7 +278,7 @@ def ot_assignment(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     With uniform weights on B points each, the optimal plan is a permutation matrix / B
     (a vertex of the Birkhoff polytope), so each row has one non-zero entry.
     """
-    _check_pair(x0, x1)
+    check_pair(x0, x1)
     n = x0.shape[0]
     cost = torch.cdist(x0.detach().flatten(1).double(), x1.detach().flatten(1).double()).pow(2).cpu().numpy()
     w = np.full(n, 1.0 / n)
@@ -238,19 +298,19 @@ def ot_coupling(x0: torch.Tensor, x1: torch.Tensor) -> tuple[torch.Tensor, torch
 COUPLINGS = {"independent": independent_coupling, "ot": ot_coupling}
 
 
-# ---------------------------------------------------------------------------------------
+# sampling and path metrics ---------------------------------------------------------------
 def sample_ode(model, x0: torch.Tensor, steps: int = 32, method: str = "euler", *, t_end: float = 1.0,
-               return_trajectory: bool = False) -> solvers.Solution:
-    """Integrate dx/dt = model(x, t) from 0 to `t_end` with `solvers.odeint` (no gradients)."""
-    with torch.no_grad():
-        return solvers.odeint(solvers.model_field(model), x0, (0.0, t_end), method=method, steps=steps,
-                              return_trajectory=return_trajectory)
+               return_trajectory: bool = False, **cond) -> solvers.Solution:
+    """Integrate dx/dt = model(x, t, **cond) from 0 to `t_end` in `steps` equal steps: the course's
+    one sampler, `solvers.sample`, on `solvers.uniform_grid(steps, 0, t_end)` (no gradients)."""
+    return solvers.sample(model, x0, solvers.uniform_grid(steps, 0.0, t_end), method=method,
+                          return_trajectory=return_trajectory, **cond)
 
 
 def _check_trajectory(traj, t):
     if traj.ndim < 3 or t.ndim != 1 or t.shape[0] != traj.shape[0] or t.shape[0] < 2:
         raise ValueError(
-            f"Expected a trajectory (T, B, *D) with T ≥ 2 and its times (T,), "
+            f"Expected a trajectory (T, B, *D) with T >= 2 and its times (T,), "
             f"got {tuple(traj.shape)} and {tuple(t.shape)}."
         )
 
@@ -267,16 +327,42 @@ def path_energy(traj: torch.Tensor, t: torch.Tensor) -> float:
     return float((dx.pow(2).sum(-1) / dt[:, None]).sum(0).mean())
 
 
-def straightness(traj: torch.Tensor, t: torch.Tensor) -> float:
-    """S = E ∫ ‖(x_1 − x_0)/(t_1 − t_0) − dx/dt‖² dt (Liu et al. 2022): 0 iff every path is straight.
+@dataclass
+class Straightness:
+    value: float  # S = ∫ profile dt (trapezoid rule)
+    t: torch.Tensor  # (T,) time grid
+    profile: torch.Tensor  # (T,) E ||(x_T − x_0)/(t_T − t_0) − v_t||² at each time
+    trajectory: torch.Tensor  # (T, B, *D) the paths
 
-    Equals `path_energy` − mean ‖x_T − x_0‖² / (t_T − t_0) for a polygon.
+
+def straightness_integral(trajectory: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> Straightness:
+    """Liu et al.'s straightness (2022, Def. 3.5) S = ∫ E ||(x_T − x_0)/(t_T − t_0) − v_t||² dt, 0 iff
+    every path is a straight line at constant speed, for paths `trajectory: (T, B, *D)`, their
+    velocities `velocity: (T, B, *D)` and times `t: (T,)`.
+
+    profile_k = mean_b ||chord_b − velocity_{k,b}||², S = trapezoid(profile, t). On t in [0, 1] the
+    chord is Z1 − Z0.
     """
-    _check_trajectory(traj, t)
-    dt = (t[1:] - t[:-1]).to(traj)
-    vel = (traj[1:] - traj[:-1]).flatten(2) / dt[:, None, None]
-    chord = (traj[-1] - traj[0]).flatten(1) / (t[-1] - t[0]).to(traj)
-    return float(((vel - chord).pow(2).sum(-1) * dt[:, None]).sum(0).mean())
+    _check_trajectory(trajectory, t)
+    if velocity.shape != trajectory.shape:
+        raise ValueError(f"velocity must have the trajectory's shape {tuple(trajectory.shape)}, "
+                         f"got {tuple(velocity.shape)}.")
+    t = t.to(trajectory)
+    chord = (trajectory[-1] - trajectory[0]) / (t[-1] - t[0])  # mean velocity (B, *D)
+    profile = (chord[None] - velocity).flatten(2).pow(2).sum(2).mean(1)
+    return Straightness(float(torch.trapezoid(profile, t).abs()), t, profile, trajectory)
+
+
+def straightness_from_trajectory(trajectory: torch.Tensor, t: torch.Tensor) -> Straightness:
+    """S of `straightness_integral` with the velocity taken from the paths themselves, by finite
+    differences (`torch.gradient`): no model needed, e.g. for stored trajectories.
+
+    Second-order accurate inside the grid, first-order at its ends, so it agrees with the model's
+    velocities (`rectified_flow.straightness`) as the grid refines.
+    """
+    _check_trajectory(trajectory, t)
+    (velocity,) = torch.gradient(trajectory, spacing=(t.to(trajectory),), dim=0)
+    return straightness_integral(trajectory, velocity, t)
 
 
 def normalized_path_energy(energy: float, w2_squared: float) -> float:
@@ -303,7 +389,8 @@ def continuity_residual(log_prob, field, x: torch.Tensor, t: torch.Tensor) -> to
 
 
 __all__ = [
-    "PathSample", "GaussianPath", "OTPath", "VPPath", "VEPath", "cfm_loss", "independent_coupling",
-    "ot_assignment", "ot_coupling", "COUPLINGS", "sample_ode", "path_energy", "straightness",
-    "normalized_path_energy", "continuity_residual",
+    "PathSample", "GaussianPath", "OTPath", "VPPath", "VEPath", "TIME_SAMPLINGS", "logit_normal_density",
+    "sample_time", "make_time_sampler", "cfm_loss", "independent_coupling", "ot_assignment", "ot_coupling",
+    "COUPLINGS", "sample_ode", "path_energy", "Straightness", "straightness_integral",
+    "straightness_from_trajectory", "normalized_path_energy", "continuity_residual",
 ]

@@ -6,10 +6,13 @@ z_t = alpha_t x + sigma_t eps (eps ~ N(0, I) independent of x) stays a mixture,
     p_t(z) = Σ_k π_k N(z; alpha_t μ_k, diag(alpha_t² s_k² + sigma_t²)),
 
 so its score ∇log p_t is known in closed form: the ground truth against which notebooks
-04–07 test samplers, reverse SDEs and learned scores.
+04–07 test samplers, reverse SDEs and learned scores. So is the denoiser E[x | z_t]
+(`posterior_mean`, by conjugacy), which Tweedie's formula must reproduce (notebook 05).
 
     gm = GaussianMixture(means=[[-2.0], [1.5]], stds=[0.3, 0.4], weights=[0.25, 0.75])
     score = gm.marginal_score(VPSchedule())      # score(x, t) = ∇log p_t(x), t: (B,)
+    gm.noised(1.0, sigma).score(x)               # ∇log p_σ(x), p_σ = p * N(0, σ²I) (05, 06)
+    ncsn_score = gm.marginal_score()             # score(x, sigma): t read as the noise level σ
 
 Notation: K components, data of shape `(B, *D)`, flattened internally to F = prod(D).
 """
@@ -143,41 +146,74 @@ class GaussianMixture:
         return (mu[k] + std[k] * z).reshape(n, *self.event_shape)
 
     # ------------------------------------------------------------------ noising
-    def noised(self, alpha_t, sigma_t) -> "GaussianMixture":
-        """The law of alpha_t x + sigma_t eps: means alpha_t μ_k, stds √(alpha_t² s_k² + sigma_t²).
-
-        Floats or 0-d tensors give a mixture; `(B,)` tensors a batched one (one level per row).
-        """
+    def _levels(self, alpha_t, sigma_t) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_t, sigma_t as tensors of one shape, () or (B,) (a float is broadcast against a (B,))."""
         if self.batched:
             raise ValueError("This mixture is already noised with one level per row; noise the original.")
         alpha_t = torch.as_tensor(alpha_t, dtype=self._mu.dtype, device=self._mu.device)
         sigma_t = torch.as_tensor(sigma_t, dtype=self._mu.dtype, device=self._mu.device)
-        if alpha_t.shape != sigma_t.shape or alpha_t.ndim > 1:
-            raise ValueError(f"alpha_t and sigma_t must both be scalars or both (B,), got "
+        if alpha_t.ndim > 1 or sigma_t.ndim > 1 or (alpha_t.ndim == sigma_t.ndim == 1
+                                                    and alpha_t.shape != sigma_t.shape):
+            raise ValueError(f"alpha_t and sigma_t must be scalars or (B,) tensors of one length, got "
                              f"{tuple(alpha_t.shape)} and {tuple(sigma_t.shape)}.")
+        if (sigma_t < 0).any():
+            raise ValueError("The noise level sigma_t must be non-negative.")
+        return torch.broadcast_tensors(alpha_t, sigma_t)
+
+    def noised(self, alpha_t, sigma_t) -> "GaussianMixture":
+        """The law of alpha_t x + sigma_t eps: means alpha_t μ_k, stds √(alpha_t² s_k² + sigma_t²).
+
+        Floats or 0-d tensors give a mixture; a `(B,)` tensor (either one) a batched one, one level
+        per row. `noised(1.0, sigma)` is p_σ = p * N(0, σ²I), the density of x + σ eps.
+        """
+        alpha_t, sigma_t = self._levels(alpha_t, sigma_t)
         mu = alpha_t * self._mu  # (K, F, 1) * (B,) -> (K, F, B)
         std = torch.sqrt(alpha_t**2 * self._std**2 + sigma_t**2)
         return GaussianMixture._make(mu, std, self.log_weights, self.event_shape)
 
+    def posterior_mean(self, z: torch.Tensor, alpha_t, sigma_t) -> torch.Tensor:
+        """The denoiser E[x | alpha_t x + sigma_t eps = z], by conjugacy, shape like `z`:
+
+            Σ_k r_k(z) (μ_k + alpha_t s_k² / (alpha_t² s_k² + sigma_t²) · (z − alpha_t μ_k)),
+
+        r_k the responsibilities under the noised mixture. Tweedie's formula gives the same,
+        (z + sigma_t² ∇log p_t(z)) / alpha_t. Levels as in `noised`.
+        """
+        alpha_t, _ = self._levels(alpha_t, sigma_t)
+        diff, var, logits = self.noised(alpha_t, sigma_t)._component_terms(z)  # z − αμ_k, α²s_k² + σ²
+        r = torch.softmax(logits, dim=0)  # (K, B)
+        mu, s2 = self._mu.to(diff), self._std.to(diff) ** 2
+        post = mu + alpha_t.to(diff) * s2 / var * diff  # E[x | z, k]: (K, F, B)
+        return (r[:, None] * post).sum(0).T.reshape(z.shape)
+
     def marginal(self, schedule, t) -> "GaussianMixture":
-        """p_t for the path z_t = alpha_t x + sigma_t eps of `schedule` (course_utils.schedules)."""
+        """p_t for the path z_t = alpha_t x + sigma_t eps of `schedule` (course_utils.schedules).
+
+        With `schedule=None`, t is the noise level itself: alpha_t = 1, sigma_t = t (NCSN's σ, Karras's t).
+        """
         t = torch.as_tensor(t, dtype=self._mu.dtype, device=self._mu.device)
+        if schedule is None:
+            return self.noised(1.0, t)
         out = schedule(t.reshape(-1))
         alpha_t, sigma_t = out.alpha_t, out.sigma_t
         if t.ndim == 0:
             alpha_t, sigma_t = alpha_t[0], sigma_t[0]
         return self.noised(alpha_t, sigma_t)
 
-    def marginal_score(self, schedule) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """The exact time-dependent score `score(x, t) = ∇log p_t(x)`, `t: (B,)` or a float."""
+    def marginal_score(self, schedule=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The exact time-dependent score `score(x, t) = ∇log p_t(x)`, `t: (B,)` or a float.
+
+        Without a schedule, `score(x, sigma)` is ∇log p_σ(x) for x + σ eps: the noise-conditional
+        score that annealed Langevin (notebook 06) calls with `sigma: (B,)`.
+        """
 
         def score(x: torch.Tensor, t) -> torch.Tensor:
             return self.marginal(schedule, batch_time(t, x)).score(x)
 
         return score
 
-    def marginal_log_prob(self, schedule) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """`log_prob(x, t) = log p_t(x)`, `t: (B,)` or a float."""
+    def marginal_log_prob(self, schedule=None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`log_prob(x, t) = log p_t(x)`, `t: (B,)` or a float (without a schedule, t is σ)."""
 
         def log_prob(x: torch.Tensor, t) -> torch.Tensor:
             return self.marginal(schedule, batch_time(t, x)).log_prob(x)

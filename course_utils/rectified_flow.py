@@ -2,12 +2,20 @@
 
 Flow time (CONCEPTS.md): x0 ~ N(0, I) is noise, x1 is data, and the straight path is
 
-    x_t = t x1 + (1 − t) x0,        u = dx_t/dt = x1 − x0        (`LinearSchedule()`).
+    x_t = t x1 + (1 − t) x0,        u = dx_t/dt = x1 − x0,
 
-- `rectified_flow_loss`: E_t E ||v(x_t, t) − (x1 − x0)||², t uniform or logit-normal.
+flow matching's `OTPath()` (σ_min = 0). So the rectified-flow loss E_t E ||v(x_t, t) − (x1 − x0)||²
+is `flow_matching.cfm_loss(model, OTPath(), x0, x1, time_sampler=...)`, with t uniform or
+logit-normal (`flow_matching.sample_time`, `make_time_sampler`, `logit_normal_density`).
+
+- `fit_rectified_flow`: `train.fit` with that loss, on pairs (x0, x1) from any coupling.
 - `reflow_pairs`: a new coupling (x0, Z1(x0)) by integrating a learned flow from noise.
-- `straightness`: S = ∫₀¹ E ||(Z1 − Z0) − v(Z_t, t)||² dt along the flow's own paths
+- `straightness(model, x0)`: S = ∫₀¹ E ||(Z1 − Z0) − v(Z_t, t)||² dt along the flow's own paths
   (Liu et al. 2022, Def. 3.5); 0 exactly when every path is a straight line at constant speed.
+  The formula is `flow_matching.straightness_integral`; `flow_matching.straightness_from_trajectory`
+  estimates the velocity from the paths alone.
+- `sample`: the flow from noise to data with `steps` equal steps (`flow_matching.sample_ode`, which
+  is `solvers.sample` on `solvers.uniform_grid(steps)`), as a tensor.
 - `distillation_loss` / `one_step`: fit x0 ↦ x0 + v(x0, 0) to a coupling's pairs.
 
 Notation: Liu et al. write X0, X1 for the coupling and Z_t for the flow; SD3 (Esser et al.
@@ -16,85 +24,20 @@ Notation: Liu et al. write X0, X1 for the coupling and Z_t for the flow; SD3 (Es
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from . import solvers
-from .tensors import batch_time
-from .schedules import LinearSchedule
+from .flow_matching import (
+    OTPath,
+    Straightness,
+    cfm_loss,
+    check_pair,
+    make_time_sampler,
+    sample_ode,
+    straightness_integral,
+)
 from .train import TrainConfig, TrainResult, fit
-
-PATH = LinearSchedule()  # alpha_t = t (data), sigma_t = 1 − t (noise)
-TIME_SAMPLINGS = ("uniform", "logit_normal")
-
-
-# time sampling ---------------------------------------------------------------------------
-def logit_normal_density(t: torch.Tensor, m: float = 0.0, s: float = 1.0) -> torch.Tensor:
-    """π_ln(t; m, s) = 1 / (s √(2π)) · 1 / (t (1 − t)) · exp(−(logit t − m)² / (2 s²)) on (0, 1)."""
-    if s <= 0:
-        raise ValueError(f"The logit-normal scale s must be positive, got {s}.")
-    logit = torch.log(t) - torch.log1p(-t)
-    return torch.exp(-0.5 * ((logit - m) / s) ** 2) / (s * math.sqrt(2 * math.pi) * t * (1 - t))
-
-
-def sample_time(
-    n: int,
-    sampling: str = "uniform",
-    *,
-    m: float = 0.0,
-    s: float = 1.0,
-    generator: torch.Generator | None = None,
-    device=None,
-    dtype=torch.float32,
-) -> torch.Tensor:
-    """`n` training times: U(0, 1), or logit-normal t = sigmoid(m + s z), z ~ N(0, 1)."""
-    if sampling not in TIME_SAMPLINGS:
-        raise ValueError(f"Unknown time sampling {sampling!r}: use one of {', '.join(TIME_SAMPLINGS)}.")
-    gen_device = generator.device if generator is not None else device
-    if sampling == "uniform":
-        t = torch.rand(n, generator=generator, device=gen_device, dtype=dtype)
-    else:
-        if s <= 0:
-            raise ValueError(f"The logit-normal scale s must be positive, got {s}.")
-        t = torch.sigmoid(m + s * torch.randn(n, generator=generator, device=gen_device, dtype=dtype))
-    return t.to(device) if device is not None else t
-
-
-# the loss --------------------------------------------------------------------------------
-def _check_pair(x0: torch.Tensor, x1: torch.Tensor) -> None:
-    if x0.shape != x1.shape or x0.ndim < 2:
-        raise ValueError(
-            f"x0 (noise) and x1 (data) must be (B, *D) tensors of the same shape, "
-            f"got {tuple(x0.shape)} and {tuple(x1.shape)}."
-        )
-
-
-def rectified_flow_loss(
-    model,
-    x0: torch.Tensor,
-    x1: torch.Tensor,
-    t: torch.Tensor | None = None,
-    *,
-    sampling: str = "uniform",
-    m: float = 0.0,
-    s: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """E ||v(x_t, t) − (x1 − x0)||² (summed over dims, mean over the batch).
-
-    `x0, x1: (B, *D)` are coupled pairs (independent for 1-rectified flow); `t: (B,)` is
-    drawn by `sample_time(sampling, m, s)` unless given.
-    """
-    _check_pair(x0, x1)
-    if t is None:
-        t = sample_time(x0.shape[0], sampling, m=m, s=s, generator=generator,
-                        device=x0.device, dtype=x0.dtype)
-    t = batch_time(t, x0)
-    x_t = PATH.sample(x0, x1, t)
-    u = PATH.velocity(x0, x1, t)  # = x1 − x0
-    return (model(x_t, t) - u).flatten(1).pow(2).sum(1).mean()
 
 
 def fit_rectified_flow(
@@ -106,12 +49,12 @@ def fit_rectified_flow(
     m: float = 0.0,
     s: float = 1.0,
 ) -> TrainResult:
-    """`train.fit` with the rectified-flow loss; `next_pair(step) -> (x0, x1)`."""
-    if sampling not in TIME_SAMPLINGS:
-        raise ValueError(f"Unknown time sampling {sampling!r}: use one of {', '.join(TIME_SAMPLINGS)}.")
+    """`train.fit` with the rectified-flow loss `cfm_loss(net, OTPath(), x0, x1)`, t drawn by
+    `sample_time(sampling, m, s)`; `next_pair(step) -> (x0, x1)`."""
+    path, draw = OTPath(), make_time_sampler(sampling, m=m, s=s)
 
     def loss_fn(net, pair):
-        return rectified_flow_loss(net, *pair, sampling=sampling, m=m, s=s)
+        return cfm_loss(net, path, *pair, time_sampler=draw)
 
     return fit(model, loss_fn, next_pair, config)
 
@@ -125,7 +68,7 @@ class Coupling:
     x1: torch.Tensor
 
     def __post_init__(self):
-        _check_pair(self.x0, self.x1)
+        check_pair(self.x0, self.x1)
 
     def __len__(self) -> int:
         return self.x0.shape[0]
@@ -136,72 +79,31 @@ class Coupling:
         return self.x0[idx], self.x1[idx]
 
 
-@torch.no_grad()
 def reflow_pairs(model, x0: torch.Tensor, *, steps: int = 32, method: str = "rk4") -> Coupling:
     """The coupling of the flow dZ/dt = v(Z_t, t): pairs (x0, Z1) with Z0 = x0 (Liu et al., Alg. 1)."""
-    x1 = solvers.odeint(solvers.model_field(model), x0, (0.0, 1.0), method=method, steps=steps).x
-    return Coupling(x0, x1)
+    return Coupling(x0, sample_ode(model, x0, steps, method).x)
 
 
-@torch.no_grad()
 def sample(model, x0: torch.Tensor, steps: int, method: str = "euler") -> torch.Tensor:
     """Integrate the flow from noise `x0` at t=0 to t=1 with `steps` steps (Euler by default)."""
-    return solvers.odeint(solvers.model_field(model), x0, (0.0, 1.0), method=method, steps=steps).x
-
-
-# straightness ----------------------------------------------------------------------------
-@dataclass
-class Straightness:
-    value: float  # S = ∫ profile dt (trapezoid rule)
-    t: torch.Tensor  # (T,) time grid
-    profile: torch.Tensor  # (T,) E ||(Z1 − Z0) − v(Z_t, t)||² at each time
-    trajectory: torch.Tensor  # (T, B, *D) the flow's paths Z_t
-
-
-def straightness_integral(trajectory: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor) -> Straightness:
-    """S from paths `trajectory: (T, B, *D)`, their velocities `velocity: (T, B, *D)` and times `t: (T,)`.
-
-    profile_k = mean_b ||(Z1 − Z0)_b − velocity_{k,b}||², S = trapezoid(profile, t).
-    """
-    if trajectory.shape != velocity.shape or trajectory.ndim < 3 or t.shape != trajectory.shape[:1]:
-        raise ValueError(
-            f"Expected trajectory and velocity of the same shape (T, B, *D) and t of shape (T,), got "
-            f"{tuple(trajectory.shape)}, {tuple(velocity.shape)} and {tuple(t.shape)}."
-        )
-    chord = trajectory[-1] - trajectory[0]  # Z1 − Z0: (B, *D)
-    profile = (chord[None] - velocity).flatten(2).pow(2).sum(2).mean(1)
-    return Straightness(float(torch.trapezoid(profile, t)), t, profile, trajectory)
+    return sample_ode(model, x0, steps, method).x
 
 
 @torch.no_grad()
 def straightness(model, x0: torch.Tensor, *, steps: int = 32, method: str = "rk4") -> Straightness:
-    """S = ∫₀¹ E ||(Z1 − Z0) − v(Z_t, t)||² dt, along the flow of `model` started at `x0`."""
-    sol = solvers.odeint(solvers.model_field(model), x0, (0.0, 1.0), method=method, steps=steps,
-                         return_trajectory=True)
+    """S = ∫₀¹ E ||(Z1 − Z0) − v(Z_t, t)||² dt along the flow of `model` started at `x0`: the paths
+    from `steps` steps of `method` (`sample_ode`), the velocities the model's own at each grid
+    time, the integral `flow_matching.straightness_integral`."""
+    sol = sample_ode(model, x0, steps, method, return_trajectory=True)
     traj = sol.trajectory
     v = model(traj.flatten(0, 1), sol.t.repeat_interleave(x0.shape[0])).reshape(traj.shape)
     return straightness_integral(traj, v, sol.t)
 
 
-def straightness_from_trajectory(trajectory: torch.Tensor, t: torch.Tensor) -> Straightness:
-    """S with the velocity taken from the paths themselves, Ż_t by finite differences.
-
-    No model needed (e.g. for stored trajectories); second-order accurate inside the
-    grid, first-order at its ends, so it agrees with `straightness` as the grid refines.
-    """
-    if trajectory.ndim < 3 or t.shape != trajectory.shape[:1] or t.shape[0] < 2:
-        raise ValueError(
-            f"Expected a trajectory (T, B, *D) with T >= 2 and times t of shape (T,), got "
-            f"{tuple(trajectory.shape)} and {tuple(t.shape)}."
-        )
-    (velocity,) = torch.gradient(trajectory, spacing=(t,), dim=0)
-    return straightness_integral(trajectory, velocity, t)
-
-
 # distillation ----------------------------------------------------------------------------
 def distillation_loss(model, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     """E ||(x1 − x0) − v(x0, 0)||²: make one Euler step x0 + v(x0, 0) land on x1 (Liu et al. §2.3)."""
-    _check_pair(x0, x1)
+    check_pair(x0, x1)
     return (model(x0, x0.new_zeros(x0.shape[0])) - (x1 - x0)).flatten(1).pow(2).sum(1).mean()
 
 

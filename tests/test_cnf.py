@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from course_utils import cnf
+from course_utils import solvers
 from course_utils.models import TimeMLP
+from course_utils.normalizing_flows import standard_normal_log_prob
 
 D64 = torch.float64
 
@@ -156,7 +158,7 @@ def test_log_prob_of_a_nonlinear_flow_integrates_to_one():
         p = cnf.log_prob(model, grid, steps=8).exp()
     mass = p.sum().item() * (xs[1] - xs[0]).item() ** 2
     assert abs(mass - 1) < 0.01
-    gaussian = torch.exp(cnf.standard_normal_log_prob(grid))
+    gaussian = torch.exp(standard_normal_log_prob(grid))
     assert (p - gaussian).abs().max() > 0.01  # the field really changed the density
 
 
@@ -165,11 +167,27 @@ def test_forward_and_backward_log_densities_agree():
     x0 = torch.randn(64, 2, dtype=D64)
     with torch.no_grad():
         fwd = cnf.integrate(model, x0, (0.0, 1.0), method="dopri5", rtol=1e-8, atol=1e-8)
-        log_p1 = cnf.standard_normal_log_prob(x0) + fwd.delta_log_p
+        log_p1 = standard_normal_log_prob(x0) + fwd.delta_log_p
         back = cnf.log_prob(model, fwd.x, method="dopri5", rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(back, log_p1, atol=1e-6, rtol=1e-6)
-    sample = cnf.sample(model, x0, method="dopri5", rtol=1e-8, atol=1e-8)
+    sample = cnf.sample(model, x0, method="rk4", steps=64)  # fixed steps of the course's one sampler
     torch.testing.assert_close(sample.x, fwd.x, atol=1e-6, rtol=1e-6)
+    assert sample.nfe == 64 * 4 and sample.trajectory is None
+
+
+def test_sample_is_the_one_sampler_and_matches_torchdiffeq():
+    """`cnf.sample` walks `solvers.uniform_grid` with `solvers.sample`; torchdiffeq's fixed-grid rk4
+    (the 3/8 rule) and the classical step differ only by their O(h⁵) local errors; Euler agrees exactly."""
+    model = small_mlp(2, seed=5)
+    x0 = torch.randn(32, 2, dtype=D64)
+    with torch.no_grad():
+        for method, tol in (("euler", 1e-12), ("midpoint", 1e-12), ("rk4", 1e-6)):
+            ours = cnf.sample(model, x0, method=method, steps=16, return_trajectory=True)
+            theirs = solvers.odeint(solvers.model_field(model), x0, (0.0, 1.0), method=method, steps=16,
+                                    return_trajectory=True)
+            torch.testing.assert_close(ours.trajectory, theirs.trajectory, atol=tol, rtol=tol)
+            torch.testing.assert_close(ours.t, theirs.t)
+            assert ours.nfe == theirs.nfe == 16 * {"euler": 1, "midpoint": 2, "rk4": 4}[method]
 
 
 def test_gradient_of_the_likelihood_matches_the_closed_form():

@@ -156,13 +156,49 @@ def test_path_energy_and_straightness_closed_forms():
     x1 = torch.tensor([[3.0, 4.0], [1.0, 0.0]], dtype=torch.float64)
     line = x0 + t[:, None, None] * (x1 - x0)
     assert fm.path_energy(line, t) == pytest.approx(((x1 - x0) ** 2).sum(1).mean().item())
-    assert fm.straightness(line, t) == pytest.approx(0.0, abs=1e-12)
+    assert fm.straightness_from_trajectory(line, t).value == pytest.approx(0.0, abs=1e-12)
     r, angle = 2.0, (math.pi / 2) * t  # a quarter circle at constant speed: energy (π r / 2)², chord² = 2 r²
     arc = torch.stack([r * torch.cos(angle), r * torch.sin(angle)], -1)[:, None]
     energy = fm.path_energy(arc, t)
     assert energy == pytest.approx((math.pi * r / 2) ** 2, rel=1e-4)
-    assert fm.straightness(arc, t) == pytest.approx(energy - 2 * r**2, rel=1e-6)
+    # S = E∫||ẋ||² − ||x_1 − x_0||² for constant speed: energy − 2r², by finite differences and exactly
+    s_fd = fm.straightness_from_trajectory(arc, t)
+    assert s_fd.value == pytest.approx(energy - 2 * r**2, rel=1e-3)
+    velocity = (math.pi * r / 2) * torch.stack([-torch.sin(angle), torch.cos(angle)], -1)[:, None]
+    s_exact = fm.straightness_integral(arc, velocity, t)
+    assert s_exact.value == pytest.approx((math.pi * r / 2) ** 2 - 2 * r**2, rel=1e-4)  # trapezoid: O(Δt²)
+    assert s_exact.profile.shape == (201,) and s_exact.trajectory is arc
     assert fm.normalized_path_energy(energy, 2 * r**2) == pytest.approx(math.pi**2 / 8 - 1, rel=1e-4)
+    # the chord is the mean velocity (x_T − x_0) / (t_T − t_0): a path on [0, ½] at twice the speed has 2× S
+    half = fm.straightness_integral(arc, 2 * velocity, t / 2)
+    assert half.value == pytest.approx(2 * s_exact.value, rel=1e-6)
+    # time run backwards (diffusion convention) gives the same S
+    assert fm.straightness_from_trajectory(arc.flip(0), 1 - t.flip(0)).value == pytest.approx(s_fd.value, rel=1e-9)
+
+
+def test_time_sampling_and_the_cfm_loss_with_a_time_sampler():
+    """The default draw t ~ U[0, t_max] is `sample_time`; a time sampler replaces it; `**cond` reaches the model."""
+    path, x0, x1 = fm.OTPath(), torch.randn(64, 2, generator=gen(12)), torch.randn(64, 2, generator=gen(13))
+    torch.testing.assert_close(path.draw_t(x1, gen(1)), fm.sample_time(64, generator=gen(1)))
+    torch.testing.assert_close(fm.VPPath().draw_t(x1, gen(1)), fm.VPPath().t_max * fm.sample_time(64, generator=gen(1)))
+    draw = fm.make_time_sampler("logit_normal", m=0.5, s=0.7)
+    torch.testing.assert_close(draw(64, generator=gen(2)),
+                               fm.sample_time(64, "logit_normal", m=0.5, s=0.7, generator=gen(2)))
+    seen = {}
+
+    def model(x, t, y=None, drop=None):
+        seen.update(t=t, y=y, drop=drop)
+        return torch.zeros_like(x)
+
+    y, drop = torch.arange(64), torch.rand(64, generator=gen(3)) < 0.1
+    loss = fm.cfm_loss(model, path, x0, x1, generator=gen(2), time_sampler=draw, y=y, drop=drop)
+    torch.testing.assert_close(seen["t"], draw(64, generator=gen(2)))
+    assert seen["y"] is y and seen["drop"] is drop
+    torch.testing.assert_close(loss, (x1 - x0).pow(2).sum(1).mean())  # v = 0 on the OT path: E||x1 − x0||²
+    with pytest.raises(ValueError, match="time sampling"):
+        fm.make_time_sampler("beta")
+    with pytest.raises(ValueError, match="positive"):
+        fm.make_time_sampler("logit_normal", s=0.0)
 
 
 def test_predictions_convert_between_eps_x_and_velocity():
@@ -201,7 +237,11 @@ def test_bad_input_raises_clear_errors():
         fm.cfm_loss(lambda x, t: x[:, :1], path, torch.zeros(3, 2), torch.zeros(3, 2))
     with pytest.raises(ValueError, match="trajectory"):
         fm.path_energy(torch.zeros(5, 2), torch.linspace(0, 1, 5))
-    with pytest.raises(ValueError, match="Unknown ODE method"):
+    with pytest.raises(ValueError, match="T >= 2"):
+        fm.straightness_from_trajectory(torch.zeros(1, 3, 2), torch.zeros(1))
+    with pytest.raises(ValueError, match="trajectory's shape"):
+        fm.straightness_integral(torch.zeros(5, 3, 2), torch.zeros(5, 3, 1), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="Unknown method"):
         fm.sample_ode(lambda x, t: x, torch.zeros(3, 2), method="leapfrog")
 
 

@@ -64,12 +64,13 @@ def test_geometric_sigmas_are_the_ve_schedule():
 def test_plain_langevin_keeps_weights_annealed_recovers_them():
     """The NCSN toy 0.8·N((5,5), I) + 0.2·N((−5,−5), I) from uniform starts (Song & Ermon 2019)."""
     mix = ncsn_toy()
-    x0 = 16 * torch.rand(1000, 2, generator=gen()) - 8
+    x0 = 16 * torch.rand(4000, 2, generator=gen()) - 8
     plain = langevin_dynamics(mix.score, x0, step_size=0.1, n_steps=500, generator=gen(1)).x
-    assert abs((plain.sum(1) > 0).float().mean().item() - 0.5) < 0.06
+    assert abs((plain.sum(1) > 0).float().mean().item() - 0.5) < 0.04
     sigmas = geometric_sigmas(20.0, 1.0, 10)
-    annealed = annealed_langevin(mix.score, x0, sigmas, n_steps_each=50, step_size=0.1, generator=gen(2)).x
-    assert abs((annealed.sum(1) > 0).float().mean().item() - 0.8) < 0.05
+    # the score of the mixture noised to level σ: toy.noised(1, σ).score(x)
+    annealed = annealed_langevin(mix.marginal_score(), x0, sigmas, n_steps_each=100, step_size=0.1, generator=gen(2)).x
+    assert abs((annealed.sum(1) > 0).float().mean().item() - 0.8) < 0.04
 
 
 def test_annealed_trajectory_and_denoise_shapes():
@@ -174,7 +175,7 @@ def test_clear_errors():
 def test_exercise_checks_accept_reference_and_reject_mistakes():
     exercises.check_langevin_step(langevin_step)
     exercises.check_geometric_sigmas(geometric_sigmas)
-    with pytest.raises(exercises.ExerciseError, match="wrong values"):
+    with pytest.raises(exercises.ExerciseError, match="drift is α·score; the step moves by half"):
         exercises.check_langevin_step(lambda x, s, a, z: x + a * s + math.sqrt(a) * z)
     with pytest.raises(exercises.ExerciseError, match="not implemented"):
         exercises.check_geometric_sigmas(lambda *a: (_ for _ in ()).throw(NotImplementedError()))

@@ -92,6 +92,44 @@ def test_batched_noising_equals_one_level_per_row():
         batched.sample(3)
 
 
+def append(v, x):
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("event_shape", [(2,), (1, 4, 4)])
+def test_posterior_mean_is_tweedie_and_the_regression_of_x_on_z(event_shape):
+    """E[x | z = αx + σε] by conjugacy equals Tweedie's (z + σ² ∇log p_t(z)) / α, per row, and leaves a
+    residual x − E[x | z] uncorrelated with z."""
+    gm = make_mixture(event_shape)
+    z = 2 * torch.randn(6, *event_shape, dtype=torch.float64)
+    alpha = torch.tensor([1.0, 0.9, 0.7, 0.5, 0.3, 0.1], dtype=torch.float64)
+    sigma = torch.sqrt(1 - alpha**2) + 0.05
+    tweedie = (z + append(sigma**2, z) * gm.noised(alpha, sigma).score(z)) / append(alpha, z)
+    torch.testing.assert_close(gm.posterior_mean(z, alpha, sigma), tweedie)
+    torch.testing.assert_close(gm.posterior_mean(z, 1.0, 0.0), z)  # no noise: x = z
+    gen = torch.Generator().manual_seed(4)
+    x = gm.sample(100_000, generator=gen)
+    z = 0.8 * x + 0.6 * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    residual = (x - gm.posterior_mean(z, 0.8, 0.6)).flatten(1)
+    assert residual.mean(0).abs().max() < 0.02
+    assert (residual[:, :, None] * z.flatten(1)[:, None, :]).mean(0).abs().max() < 0.02
+
+
+def test_noise_levels_broadcast_and_sigma_as_time():
+    """A float alpha with one sigma per row is a batched mixture; without a schedule, t is σ (alpha = 1)."""
+    gm = make_mixture()
+    x = torch.randn(4, 2, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 0.5, 1.0, 3.0], dtype=torch.float64)
+    ones = torch.ones(4, dtype=torch.float64)
+    torch.testing.assert_close(gm.noised(1.0, sigma).score(x), gm.noised(ones, sigma).score(x))
+    torch.testing.assert_close(gm.marginal_score()(x, sigma), gm.noised(1.0, sigma).score(x))
+    torch.testing.assert_close(gm.marginal_log_prob()(x, 0.5), gm.noised(1.0, 0.5).log_prob(x))
+    with pytest.raises(ValueError, match="non-negative"):
+        gm.noised(1.0, -sigma)
+    with pytest.raises(ValueError, match="one length"):
+        gm.noised(torch.ones(3), sigma)
+
+
 @pytest.mark.parametrize("schedule", [VPSchedule(), VESchedule()])
 def test_marginal_score_uses_the_schedule(schedule):
     gm = make_mixture()

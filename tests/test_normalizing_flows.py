@@ -38,6 +38,8 @@ def test_standard_normal_log_prob_matches_torch():
     z = torch.randn(10, 3, dtype=torch.float64)
     want = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(1)
     torch.testing.assert_close(nf.standard_normal_log_prob(z), want)
+    img = torch.randn(4, 1, 3, 3, dtype=torch.float64)  # summed over all but the batch dim (CNFs on images)
+    torch.testing.assert_close(nf.standard_normal_log_prob(img), nf.standard_normal_log_prob(img.flatten(1)))
 
 
 @pytest.mark.parametrize("name", FLOWS)

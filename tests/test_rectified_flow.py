@@ -14,6 +14,7 @@ import torch
 from scipy import integrate
 
 from course_utils import exercises, train
+from course_utils import flow_matching as fm
 from course_utils import rectified_flow as rf
 from course_utils.exercises import ExerciseError
 from course_utils.models import TimeMLP
@@ -37,6 +38,11 @@ def v_straight(x, t):
     return MU + (SIGMA - 1) * (x - t * MU) / (1 + t * (SIGMA - 1))
 
 
+def rf_loss(model, x0, x1, t=None):
+    """The rectified-flow loss: conditional flow matching on the OT path with σ_min = 0."""
+    return fm.cfm_loss(model, fm.OTPath(), x0, x1, t)
+
+
 @pytest.fixture
 def x0():
     return torch.randn(4000, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -45,9 +51,9 @@ def x0():
 # time sampling ---------------------------------------------------------------------------
 @pytest.mark.parametrize("m, s", [(0.0, 1.0), (0.5, 0.6), (-1.0, 1.5)])
 def test_logit_normal_density_is_a_density_with_median_sigmoid_m(m, s):
-    total, _ = integrate.quad(lambda u: float(rf.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
+    total, _ = integrate.quad(lambda u: float(fm.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
                               0, 1, limit=200)
-    below, _ = integrate.quad(lambda u: float(rf.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
+    below, _ = integrate.quad(lambda u: float(fm.logit_normal_density(torch.tensor(u, dtype=torch.float64), m, s)),
                               0, 1 / (1 + math.exp(-m)), limit=200)
     assert total == pytest.approx(1.0, abs=1e-6)
     assert below == pytest.approx(0.5, abs=1e-6)
@@ -55,7 +61,7 @@ def test_logit_normal_density_is_a_density_with_median_sigmoid_m(m, s):
 
 def test_logit_normal_samples_follow_the_density():
     m, s = 0.5, 0.8
-    t = rf.sample_time(100_000, "logit_normal", m=m, s=s, generator=torch.Generator().manual_seed(1),
+    t = fm.sample_time(100_000, "logit_normal", m=m, s=s, generator=torch.Generator().manual_seed(1),
                        dtype=torch.float64)
     hist = torch.histc(t, bins=10, min=0, max=1) / t.numel()
     # P(t < b) = Φ((logit b − m) / s): the mass of each bin in closed form
@@ -65,15 +71,15 @@ def test_logit_normal_samples_follow_the_density():
 
 
 def test_uniform_times_and_bad_options():
-    t = rf.sample_time(1000, generator=torch.Generator().manual_seed(0))
+    t = fm.sample_time(1000, generator=torch.Generator().manual_seed(0))
     assert t.shape == (1000,) and t.dtype == torch.float32 and 0 <= t.min() and t.max() < 1
     assert abs(t.mean().item() - 0.5) < 0.03
     with pytest.raises(ValueError, match="time sampling"):
-        rf.sample_time(4, "lognormal")
+        fm.sample_time(4, "lognormal")
     with pytest.raises(ValueError, match="positive"):
-        rf.sample_time(4, "logit_normal", s=0.0)
+        fm.sample_time(4, "logit_normal", s=0.0)
     with pytest.raises(ValueError, match="positive"):
-        rf.logit_normal_density(torch.tensor([0.5]), 0.0, -1.0)
+        fm.logit_normal_density(torch.tensor([0.5]), 0.0, -1.0)
 
 
 # the loss --------------------------------------------------------------------------------
@@ -86,9 +92,9 @@ def test_loss_of_the_exact_field_is_the_closed_form_minimum(t):
     times = torch.full((n,), t, dtype=torch.float64)
     c_t = t * SIGMA**2 - (1 - t)
     minimum = D * (SIGMA**2 + 1 - c_t**2 / r_t(t) ** 2)
-    loss = rf.rectified_flow_loss(v_star, x0, x1, times).item()
+    loss = rf_loss(v_star, x0, x1, times).item()
     assert loss == pytest.approx(minimum, rel=1e-2)
-    worse = rf.rectified_flow_loss(lambda x, s: v_star(x, s) + 0.2, x0, x1, times).item()
+    worse = rf_loss(lambda x, s: v_star(x, s) + 0.2, x0, x1, times).item()
     assert worse == pytest.approx(minimum + D * 0.04, rel=1e-2)  # the excess is ||0.2·1||²
 
 
@@ -99,9 +105,9 @@ def test_loss_on_image_shapes_matches_the_formula():
     model = lambda x, s: 0.5 * x + s.view(-1, 1, 1, 1)  # noqa: E731
     x_t = t.view(-1, 1, 1, 1) * x1 + (1 - t.view(-1, 1, 1, 1)) * x0
     want = (model(x_t, t) - (x1 - x0)).pow(2).sum((1, 2, 3)).mean()
-    torch.testing.assert_close(rf.rectified_flow_loss(model, x0, x1, t), want)
+    torch.testing.assert_close(rf_loss(model, x0, x1, t), want)
     with pytest.raises(ValueError, match="same shape"):
-        rf.rectified_flow_loss(model, x0, x1[:3])
+        rf_loss(model, x0, x1[:3])
 
 
 def test_training_lowers_the_loss_toward_its_minimum():
@@ -139,7 +145,7 @@ def test_straightness_of_the_one_rectified_gaussian_flow_is_the_closed_form(x0):
     got = rf.straightness(v_star, x0, steps=64)
     assert got.value == pytest.approx(want, rel=1e-3)  # trapezoid rule: O(Δt²)
     assert got.profile.shape == (65,) and got.trajectory.shape == (65, *x0.shape)
-    fd = rf.straightness_from_trajectory(got.trajectory, got.t)
+    fd = fm.straightness_from_trajectory(got.trajectory, got.t)
     assert fd.value == pytest.approx(want, rel=1e-2)  # finite differences agree
 
 
@@ -148,7 +154,7 @@ def test_the_straight_coupling_has_zero_straightness_and_zero_loss(x0):
     assert rf.straightness(v_star, x0, steps=16).value > 0.05
     pairs = rf.Coupling(x0, MU + SIGMA * x0)
     t = torch.rand(len(x0), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    assert rf.rectified_flow_loss(v_straight, pairs.x0, pairs.x1, t).item() < 1e-20
+    assert rf_loss(v_straight, pairs.x0, pairs.x1, t).item() < 1e-20
 
 
 @pytest.mark.parametrize("a", [-1.0, 0.7])
@@ -162,16 +168,16 @@ def test_straightness_of_a_linear_ode_both_ways(a):
     assert abs(coarse - want) == pytest.approx(4 * abs(fine - want), rel=0.05)  # second order in Δt
     t = torch.linspace(0, 1, 401, dtype=torch.float64)
     traj = torch.exp(a * t)[:, None, None] * x0
-    assert rf.straightness_from_trajectory(traj, t).value == pytest.approx(want, rel=1e-3)
+    assert fm.straightness_from_trajectory(traj, t).value == pytest.approx(want, rel=1e-3)
 
 
 def test_straightness_on_image_shapes_and_bad_inputs():
     x0 = torch.randn(3, 1, 2, 2, generator=torch.Generator().manual_seed(7))
     assert rf.straightness(lambda x, t: torch.ones_like(x), x0, steps=4).value == pytest.approx(0.0, abs=1e-10)
-    with pytest.raises(ValueError, match="same shape"):
-        rf.straightness_integral(torch.zeros(5, 3, 2), torch.zeros(5, 3, 1), torch.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="trajectory's shape"):
+        fm.straightness_integral(torch.zeros(5, 3, 2), torch.zeros(5, 3, 1), torch.linspace(0, 1, 5))
     with pytest.raises(ValueError, match="T >= 2"):
-        rf.straightness_from_trajectory(torch.zeros(1, 3, 2), torch.zeros(1))
+        fm.straightness_from_trajectory(torch.zeros(1, 3, 2), torch.zeros(1))
 
 
 # one step and distillation ---------------------------------------------------------------
@@ -189,16 +195,16 @@ def _not_implemented(*args):
 
 
 def test_exercise_checks_accept_the_references():
-    exercises.check_logit_normal_density(rf.logit_normal_density)
+    exercises.check_logit_normal_density(fm.logit_normal_density)
     exercises.check_reflow_targets(lambda v, x0, n: rf.reflow_pairs(v, x0, steps=n, method="euler").x1)
-    exercises.check_straightness_estimate(lambda tr, v, t: torch.tensor(rf.straightness_integral(tr, v, t).value))
+    exercises.check_straightness_estimate(lambda tr, v, t: torch.tensor(fm.straightness_integral(tr, v, t).value))
 
 
 def test_exercise_checks_name_the_mistake():
     with pytest.raises(ExerciseError, match="not implemented"):
         exercises.check_straightness_estimate(_not_implemented)
     with pytest.raises(ExerciseError, match="1/\\(t\\(1−t\\)\\)"):
-        exercises.check_logit_normal_density(lambda t, m, s: rf.logit_normal_density(t, m, s) * t * (1 - t))
+        exercises.check_logit_normal_density(lambda t, m, s: fm.logit_normal_density(t, m, s) * t * (1 - t))
 
     def riemann(tr, v, t):
         return ((tr[-1] - tr[0] - v).pow(2).sum(-1).mean(1)[:-1] * t.diff()).sum()

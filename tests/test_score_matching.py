@@ -1,4 +1,5 @@
-"""Tests of course_utils.score_matching: analytic mixture, the four objectives, Tweedie."""
+"""Tests of course_utils.score_matching: the four objectives and Tweedie, against the analytic
+mixture of course_utils.mixtures (its noised density p_σ = `noised(1, σ)`, its denoiser)."""
 
 import math
 
@@ -6,11 +7,11 @@ import pytest
 import torch
 
 from course_utils import exercises
+from course_utils.cnf import divergence_exact
+from course_utils.mixtures import GaussianMixture
 from course_utils.score_matching import (
-    GaussianMixture,
     autograd_score,
     denoising_score_matching_loss,
-    divergence,
     explicit_score_matching_loss,
     implicit_score_matching_loss,
     ncsn_toy,
@@ -25,7 +26,8 @@ def gen(seed=0):
 
 @pytest.fixture
 def mix():
-    return GaussianMixture([0.5, 0.3, 0.2], [[-1.5, -1.0], [1.5, -1.0], [0.0, 1.5]], [0.5, 0.4, 0.3])
+    means = torch.tensor([[-1.5, -1.0], [1.5, -1.0], [0.0, 1.5]], dtype=torch.float64)
+    return GaussianMixture(means, [0.5, 0.4, 0.3], [0.5, 0.3, 0.2])
 
 
 def test_log_prob_integrates_to_one(mix):
@@ -34,12 +36,12 @@ def test_log_prob_integrates_to_one(mix):
     pts = torch.stack([gx.ravel(), gy.ravel()], 1)
     cell = (xs[1] - xs[0]) ** 2
     for sigma in (0.0, 0.7):
-        total = (mix.log_prob(pts, sigma).exp().sum() * cell).item()
+        total = (mix.noised(1.0, sigma).log_prob(pts).exp().sum() * cell).item()
         assert abs(total - 1) < 1e-4
 
 
 def test_log_prob_matches_single_gaussian():
-    g = GaussianMixture([1.0], [[1.0, -2.0]], [0.5])
+    g = GaussianMixture(torch.tensor([[1.0, -2.0]], dtype=torch.float64), 0.5)
     x = torch.randn(7, 2, generator=gen(), dtype=torch.float64)
     want = torch.distributions.MultivariateNormal(g.means[0], 0.25 * torch.eye(2, dtype=torch.float64)).log_prob(x)
     torch.testing.assert_close(g.log_prob(x), want)
@@ -47,55 +49,69 @@ def test_log_prob_matches_single_gaussian():
 
 
 def test_score_closed_form_equals_autograd(mix):
-    x = mix.sample(64, generator=gen(), dtype=torch.float64) * 1.5
+    x = mix.sample(64, generator=gen()) * 1.5
     for sigma in (0.0, 0.3, torch.rand(64, generator=gen(1), dtype=torch.float64)):
-        torch.testing.assert_close(mix.score(x, sigma), autograd_score(lambda y: mix.log_prob(y, sigma), x))
+        p_sigma = mix.noised(1.0, sigma)
+        torch.testing.assert_close(p_sigma.score(x), autograd_score(p_sigma.log_prob, x))
+        torch.testing.assert_close(mix.marginal_score()(x, sigma), p_sigma.score(x))  # NCSN's score(x, σ)
     # the normaliser drops out: an unnormalised log-density has the same score
     torch.testing.assert_close(autograd_score(lambda y: mix.log_prob(y) + 17.0, x), mix.score(x))
 
 
 def test_sample_moments(mix):
-    x = mix.sample(200_000, generator=gen(), dtype=torch.float64)
+    x = mix.sample(200_000, generator=gen())
     mean = (mix.weights[:, None] * mix.means).sum(0)
     assert (x.mean(0) - mean).abs().max() < 0.01
-    # E||x||² = Σ w_k (||μ_k||² + D s_k²)
-    second = (mix.weights * (mix.means.pow(2).sum(1) + 2 * mix.stds**2)).sum()
+    # E||x||² = Σ w_k (||μ_k||² + Σ_d s_kd²)
+    second = (mix.weights * (mix.means.pow(2).sum(1) + mix.stds.pow(2).sum(1))).sum()
     assert abs(x.pow(2).sum(1).mean() - second) < 0.02
 
 
 def test_noised_density_is_the_convolution(mix):
     """p_σ(y) = E_x N(y; x, σ²I), estimated by Monte Carlo over x ~ p."""
     sigma = 0.5
-    x = mix.sample(400_000, generator=gen(), dtype=torch.float64)
+    x = mix.sample(400_000, generator=gen())
     y = torch.tensor([[0.0, 0.0], [-1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
     kernel = torch.exp(-torch.cdist(y, x).pow(2) / (2 * sigma**2)) / (2 * math.pi * sigma**2)
-    torch.testing.assert_close(mix.log_prob(y, sigma), kernel.mean(1).log(), atol=0.02, rtol=0)
+    torch.testing.assert_close(mix.noised(1.0, sigma).log_prob(y), kernel.mean(1).log(), atol=0.02, rtol=0)
 
 
 def test_tweedie_equals_posterior_mean(mix):
     sigma = 0.6
     x_tilde = torch.randn(50, 2, generator=gen(), dtype=torch.float64) * 2
-    torch.testing.assert_close(tweedie_denoise(x_tilde, mix.score(x_tilde, sigma), sigma),
-                               mix.posterior_mean(x_tilde, sigma))
+    torch.testing.assert_close(tweedie_denoise(x_tilde, mix.noised(1.0, sigma).score(x_tilde), sigma),
+                               mix.posterior_mean(x_tilde, 1.0, sigma))
+    # one noise level per row, and a scaled path z = αx + σε: E[x | z] = (z + σ² ∇log p_t(z)) / α
+    sig = torch.linspace(0.1, 1.9, 50, dtype=torch.float64)
+    torch.testing.assert_close(tweedie_denoise(x_tilde, mix.noised(1.0, sig).score(x_tilde), sig),
+                               mix.posterior_mean(x_tilde, 1.0, sig))
+    alpha = torch.sqrt(1 - sig**2 / 4)
+    want = (x_tilde + (sig**2)[:, None] * mix.noised(alpha, sig).score(x_tilde)) / alpha[:, None]
+    torch.testing.assert_close(mix.posterior_mean(x_tilde, alpha, sig), want)
 
 
 def test_posterior_mean_is_the_regression_of_x_on_x_tilde(mix):
     """E[x | x̃] leaves a residual uncorrelated with x̃ and beats the identity denoiser."""
     sigma = 0.6
-    x = mix.sample(200_000, generator=gen(), dtype=torch.float64)
+    x = mix.sample(200_000, generator=gen())
     x_tilde = x + sigma * torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
-    residual = x - mix.posterior_mean(x_tilde, sigma)
+    residual = x - mix.posterior_mean(x_tilde, 1.0, sigma)
     assert residual.mean(0).abs().max() < 0.01
     assert (residual[:, :, None] * x_tilde[:, None, :]).mean(0).abs().max() < 0.01
     assert residual.pow(2).sum(1).mean() < 0.5 * (x - x_tilde).pow(2).sum(1).mean()
 
 
-def test_divergence_of_linear_field_is_trace():
+def test_ism_trace_is_the_cnf_divergence():
+    """ISM's tr ∇s is notebook 03's exact divergence: the trace of a linear field, on points and images."""
     a = torch.randn(4, 4, generator=gen(), dtype=torch.float64)
     x = torch.randn(5, 4, generator=gen(1), dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(divergence(x @ a.T, x), torch.full((5,), a.trace().item(), dtype=torch.float64))
+    torch.testing.assert_close(divergence_exact(x @ a.T, x), torch.full((5,), a.trace().item(), dtype=torch.float64))
     img = torch.randn(3, 1, 2, 2, generator=gen(2), dtype=torch.float64, requires_grad=True)
-    torch.testing.assert_close(divergence(3 * img, img), torch.full((3,), 12.0, dtype=torch.float64))
+    torch.testing.assert_close(divergence_exact(3 * img, img), torch.full((3,), 12.0, dtype=torch.float64))
+    # ISM of s(x) = A x is E[tr A + ½||A x||²]
+    y = x.detach()
+    want = a.trace() + 0.5 * (y @ a.T).pow(2).sum(1).mean()
+    torch.testing.assert_close(implicit_score_matching_loss(lambda v: v @ a.T, y), want)
 
 
 def gaussian_model(m, v):
@@ -116,7 +132,7 @@ def test_ism_closed_form_and_esm_gap_for_gaussian_data():
 
 
 def test_sliced_matches_implicit_on_average(mix):
-    x = mix.sample(4000, generator=gen(), dtype=torch.float64)
+    x = mix.sample(4000, generator=gen())
     score = lambda y: -(y - 0.3) / 0.9 + 0.2 * torch.sin(2 * y)  # a nonlinear score model
     ism = implicit_score_matching_loss(score, x).item()
     for vr in (False, True):
@@ -130,7 +146,7 @@ def test_sliced_matches_implicit_on_average(mix):
 def test_losses_are_differentiable_in_parameters(mix):
     theta = torch.tensor([0.1, 1.0], dtype=torch.float64, requires_grad=True)
     score = lambda y: -(y - theta[0]) / theta[1]
-    x = mix.sample(100, generator=gen(), dtype=torch.float64)
+    x = mix.sample(100, generator=gen())
     for loss in (implicit_score_matching_loss(score, x),
                  sliced_score_matching_loss(score, x, generator=gen(1)),
                  denoising_score_matching_loss(score, x, 0.3, generator=gen(2))):
@@ -141,18 +157,19 @@ def test_losses_are_differentiable_in_parameters(mix):
 def test_dsm_equals_esm_of_noised_density_plus_constant(mix):
     """DSM(s) − ½E||s − ∇log p_σ||² is the same for every model s (Vincent 2011)."""
     sigma = 0.4
-    x = mix.sample(300_000, generator=gen(), dtype=torch.float64)
+    x = mix.sample(300_000, generator=gen())
     eps = torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
     x_tilde = x + sigma * eps
+    p_sigma = mix.noised(1.0, sigma)
     gaps = []
     for m, v in [(0.0, 0.5), (1.0, 2.0), (-0.5, 1.0)]:
         model = gaussian_model(m, v)
         dsm = denoising_score_matching_loss(model, x, sigma, eps).item()
-        esm = explicit_score_matching_loss(model, x_tilde, lambda y: mix.score(y, sigma)).item()
+        esm = explicit_score_matching_loss(model, x_tilde, p_sigma.score).item()
         gaps.append(dsm - esm)
     assert max(gaps) - min(gaps) < 0.03
     # hence the noised score itself has the smallest DSM loss of all
-    best = denoising_score_matching_loss(lambda y: mix.score(y, sigma), x, sigma, eps).item()
+    best = denoising_score_matching_loss(p_sigma.score, x, sigma, eps).item()
     clean = denoising_score_matching_loss(lambda y: mix.score(y), x, sigma, eps).item()
     assert best < clean - 0.1
     assert abs(best - gaps[0]) < 0.03
@@ -179,23 +196,23 @@ def test_image_shapes_and_per_example_sigma():
 
 def test_ncsn_toy():
     toy = ncsn_toy()
+    assert isinstance(toy, GaussianMixture)
     x = toy.sample(20_000, generator=gen())
-    assert abs((x.sum(1) > 0).float().mean().item() - 0.8) < 0.01
+    assert x.dtype == torch.float32 and abs((x.sum(1) > 0).float().mean().item() - 0.8) < 0.01
+    torch.testing.assert_close(toy.weights, torch.tensor([0.8, 0.2]))
+    torch.testing.assert_close(toy.means, torch.tensor([[5.0, 5.0], [-5.0, -5.0]]))
+    torch.testing.assert_close(toy.stds, torch.ones(2, 2))
 
 
 def test_clear_errors(mix):
-    with pytest.raises(ValueError, match="sum to 1"):
-        GaussianMixture([0.5, 0.6], [[0.0], [1.0]], [1.0, 1.0])
-    with pytest.raises(ValueError, match="weights"):
-        GaussianMixture([1.0], [0.0, 1.0], [1.0])
-    with pytest.raises(ValueError, match="positive"):
-        GaussianMixture([1.0], [[0.0]], [0.0])
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         mix.score(torch.zeros(3, 3))
     with pytest.raises(ValueError, match="non-negative"):
-        mix.log_prob(torch.zeros(3, 2), -0.1)
-    with pytest.raises(ValueError, match="shape"):
-        mix.log_prob(torch.zeros(3, 2), torch.ones(4))
+        mix.noised(1.0, -0.1)
+    with pytest.raises(ValueError, match="rows"):
+        mix.noised(1.0, torch.ones(4)).log_prob(torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="one length"):
+        mix.posterior_mean(torch.zeros(3, 2), torch.ones(2), torch.ones(3))
     with pytest.raises(ValueError, match="positive noise"):
         denoising_score_matching_loss(lambda y: y, torch.zeros(3, 2), 0.0)
     with pytest.raises(ValueError, match="eps"):
@@ -221,5 +238,5 @@ def test_exercise_checks_accept_reference_and_reject_mistakes():
 
     with pytest.raises(exercises.ExerciseError, match="not implemented"):
         exercises.check_tweedie_denoiser(stub)
-    with pytest.raises(exercises.ExerciseError, match="wrong values"):
+    with pytest.raises(exercises.ExerciseError, match="noise variance σ²"):  # the check names the mistake
         exercises.check_tweedie_denoiser(lambda x_tilde, score, sigma: x_tilde + sigma * score)

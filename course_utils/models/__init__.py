@@ -8,4 +8,4 @@
 """
 
 from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding, mlp  # noqa: F401
-from .mlp import TimeClassifier, TimeMLP  # noqa: F401
+from .time_mlp import TimeClassifier, TimeMLP  # noqa: F401
