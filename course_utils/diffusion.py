@@ -106,9 +106,9 @@ class GaussianDiffusion:
             raise ValueError(f"Times must lie in {lo}..{self.T}, got {t.min().item()}..{t.max().item()}.")
         return t
 
-    def _at(self, table: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """table[t] cast to x's dtype/device and shaped to broadcast against x (no checks)."""
-        return append_dims(table.to(device=x.device, dtype=x.dtype)[t], x.ndim)
+    def _at(self, name: str, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The schedule's table `name` at t, in x's dtype on x's device, shaped to broadcast against x (no checks)."""
+        return append_dims(self.schedule.table(name, x.device, x.dtype)[t], x.ndim)
 
     @staticmethod
     def _same_shape(x: torch.Tensor, other: torch.Tensor, name: str) -> None:
@@ -124,7 +124,7 @@ class GaussianDiffusion:
 
     def abar(self, t, x: torch.Tensor) -> torch.Tensor:
         """ᾱ_t, shaped to broadcast against x."""
-        return self._at(self.schedule.alphas_cumprod, self._times(t, x), x)
+        return self._at("alphas_cumprod", self._times(t, x), x)
 
     # -- forward process
     def q_marginal(self, x0: torch.Tensor, t) -> Gaussian:
@@ -142,7 +142,7 @@ class GaussianDiffusion:
         """One step of the chain, x_t = √α_t x_{t−1} + √β_t ε  (q(x_t | x_{t−1}))."""
         t = self._times(t, x_prev, lo=1)
         eps = randn_like(x_prev, generator) if eps is None else eps
-        beta = self._at(self.schedule.betas, t, x_prev)
+        beta = self._at("betas", t, x_prev)
         return (1 - beta).sqrt() * x_prev + beta.sqrt() * eps
 
     # -- reverse process
@@ -158,12 +158,10 @@ class GaussianDiffusion:
         var  = (1 − ᾱ_s)/(1 − ᾱ_t) β_{t|s}.
         """
         t, s = self._step_times(t, s, x_t)
-        abar = self.schedule.alphas_cumprod
-        return self._posterior(x0, x_t, self._at(abar, t, x_t), self._at(abar, s, x_t))
+        return self._posterior(x0, x_t, self._at("alphas_cumprod", t, x_t), self._at("alphas_cumprod", s, x_t))
 
     def _p(self, x_t, eps, t, s) -> Gaussian:
-        abar = self.schedule.alphas_cumprod
-        abar_t, abar_s = self._at(abar, t, x_t), self._at(abar, s, x_t)
+        abar_t, abar_s = self._at("alphas_cumprod", t, x_t), self._at("alphas_cumprod", s, x_t)
         post = self._posterior(self.schedule.eps_to_x(eps, x_t, t), x_t, abar_t, abar_s)
         if self.variance == "large":
             post.var = (1 - abar_t / abar_s).expand_as(x_t)
@@ -184,8 +182,7 @@ class GaussianDiffusion:
         return p.mean + p.std * noise
 
     def _ddim(self, x_t, eps, t, s, eta) -> Gaussian:
-        abar = self.schedule.alphas_cumprod
-        abar_t, abar_s = self._at(abar, t, x_t), self._at(abar, s, x_t)
+        abar_t, abar_s = self._at("alphas_cumprod", t, x_t), self._at("alphas_cumprod", s, x_t)
         if eta == 0:  # (also for inversion, where t = 0 would make the formula 0 · ∞)
             var = torch.zeros_like(abar_t)
         else:
@@ -309,7 +306,7 @@ class GaussianDiffusion:
             eps = model(x_t, self.schedule.tau(t_b).to(x0), **cond)
             pred = self.p_mean_variance(x_t, eps, t)
             if t == 1:
-                beta_1 = self._at(self.schedule.betas, self._times(1, x0), x0)
+                beta_1 = self._at("betas", self._times(1, x0), x0)
                 terms.append(gaussian_nll(x0, Gaussian(pred.mean, beta_1)))
             else:
                 terms.append(gaussian_kl(self.q_posterior(x0, x_t, t), pred))

@@ -41,7 +41,7 @@ import scipy.optimize
 import torch
 
 from . import solvers
-from .tensors import batch_time
+from .tensors import append_dims, batch_time
 from .schedules import AffineSchedule, LinearSchedule, Reversed, ScheduleOutput, VESchedule, VPSchedule
 
 
@@ -166,6 +166,14 @@ class OTPath(GaussianPath):
 
     def __repr__(self):
         return f"OTPath(sigma_min={self.sigma_min})"
+
+    def sample(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> PathSample:
+        """The same x_t and u_t as `GaussianPath.sample`, from the closed form of this path:
+        u_t = x1 − (1 − σ_min) x0 does not depend on t, and x_t = x0 + t u_t."""
+        check_pair(x0, x1)
+        t = batch_time(t, x1)
+        u = x1 - x0 if self.sigma_min == 0 else x1 - (1 - self.sigma_min) * x0
+        return PathSample(torch.addcmul(x0, append_dims(t, x1.ndim), u), u, t, x0, x1)
 
 
 class VPPath(GaussianPath):

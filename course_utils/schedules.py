@@ -280,6 +280,19 @@ class DiscreteSchedule(AffineSchedule):
         self.alphas = 1 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)
         self._log_abar = torch.log(self.alphas_cumprod)
+        self._cache = {}
+
+    def table(self, name: str, device, dtype=torch.float64) -> torch.Tensor:
+        """The table `name` ("betas", "alphas", "alphas_cumprod") on `device` in `dtype`, cast once and kept,
+        so that a sampler's steps index it on the device without copying it from the host each step."""
+        device = torch.device(device)
+        if device.type == "mps" and dtype == torch.float64:  # Apple GPUs have no float64
+            dtype = torch.float32
+        key = (name, device, dtype)
+        if key not in self._cache:
+            source = self._log_abar if name == "_log_abar" else getattr(self, name)
+            self._cache[key] = source.to(device=device, dtype=dtype)
+        return self._cache[key]
 
     @classmethod
     def linear(cls, T: int, beta_min: float = 0.1, beta_max: float = 20.0) -> "DiscreteSchedule":
@@ -288,6 +301,17 @@ class DiscreteSchedule(AffineSchedule):
     @classmethod
     def cosine(cls, T: int, s: float = 0.008) -> "DiscreteSchedule":
         return cls(cosine_betas(T, s))
+
+    def coefficients(self, t, z: torch.Tensor):
+        """As `AffineSchedule.coefficients`; for integer steps straight from the table in z's dtype
+        (alpha = √ᾱ_t, sigma = √(1 − ᾱ_t); derivatives belong to τ and are 0 here), so that a sampler's
+        conversions cost a lookup and two square roots."""
+        t = torch.as_tensor(t, device=z.device)
+        if t.is_floating_point():
+            return super().coefficients(t, z)
+        abar = append_dims(self.table("alphas_cumprod", z.device, z.dtype)[t], z.ndim)
+        zero = torch.zeros_like(abar)
+        return [abar.sqrt(), (1 - abar).sqrt(), zero, zero]
 
     def tau(self, t) -> torch.Tensor:
         """τ = t/T for integer steps t (float32)."""
@@ -299,12 +323,12 @@ class DiscreteSchedule(AffineSchedule):
 
     def __call__(self, t):
         t = torch.as_tensor(t)
-        table = self._log_abar.to(t.device)
+        table = self.table("_log_abar", t.device)
         if not t.is_floating_point():
             log_abar = table[t]
             d_log_abar = torch.zeros_like(log_abar)  # unused for steps: derivatives belong to τ
         else:
-            pos = (t.double() * self.T).clamp(0, self.T)
+            pos = (t.to(table.dtype) * self.T).clamp(0, self.T)
             k = pos.floor().long().clamp(max=self.T - 1)
             slope = table[k + 1] - table[k]
             log_abar = table[k] + (pos - k) * slope

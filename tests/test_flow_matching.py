@@ -270,3 +270,14 @@ def test_ot_pair_check_names_the_unsquared_cost():
     else:
         pytest.fail("no inputs found where the two costs differ")
     assert "squared distance" in _diagnose_pairing(linear, x0, x1)
+
+
+def test_ot_path_closed_form_equals_the_general_gaussian_path():
+    from course_utils.schedules import LinearSchedule
+
+    g = torch.Generator().manual_seed(5)
+    x0, x1, t = torch.randn(6, 1, 3, 3, generator=g), torch.randn(6, 1, 3, 3, generator=g), torch.rand(6, generator=g)
+    for sigma_min in (0.0, 0.1):
+        fast, general = fm.OTPath(sigma_min).sample(x0, x1, t), fm.GaussianPath(LinearSchedule(sigma_min)).sample(x0, x1, t)
+        torch.testing.assert_close(fast.x_t, general.x_t)
+        torch.testing.assert_close(fast.u_t, general.u_t)

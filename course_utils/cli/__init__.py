@@ -20,6 +20,7 @@ COMMANDS = {
     "run-notebooks": ("run_notebooks", "main", "run the course headless, in order, with a timing table"),
     "download-mnist": ("download_mnist", "main", "download full MNIST into data/ and verify its SHA-256 sums (needs internet)"),
     "mnist-info": ("download_mnist", "info", "say which MNIST source the course would use"),
+    "bench": ("course_utils.bench", "main", "time the course against peer libraries (diffusers, torchcfm) on the same models"),
 }
 
 USAGE = "usage: python -m course_utils <command> [options]    (python -m course_utils <command> --help)"
@@ -47,5 +48,5 @@ def dispatch(argv=None) -> int:
               file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[name]
-    main = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+    main = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), function)
     return run(main, rest)
