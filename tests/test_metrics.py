@@ -155,3 +155,107 @@ def test_image_fd_is_zero_for_a_set_with_itself_and_grows_with_noise(shipped):
     # other real digits sit far closer than noised ones: the FD sees what a digit looks like
     fd_real = metrics.image_fd(clf, train.images[:500], real)
     assert fd_real < 0.5 * fds[-1], (fd_real, fds)
+
+
+# --- metrics refuse what would give a silently wrong number ------------------------------------------
+
+def _digits(n=30, seed=7):
+    """Images in [-1, 1] and labels that PixelClassifier reads right (argmax of the first 10 pixels)."""
+    images = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return images, images.flatten(1)[:, :10].argmax(1)
+
+
+def test_class_accuracy_refuses_non_finite_images():
+    images, labels = _digits(3)
+    for bad_value in (float("nan"), float("inf"), -float("inf")):
+        bad = images.clone()
+        bad[1, 0, 2, 2] = bad_value  # today: a silent 0.333
+        with pytest.raises(ValueError, match="class_accuracy: 1 of the 3 images have NaN or infinite pixels"):
+            metrics.class_accuracy(PixelClassifier(), bad, labels)
+
+
+def test_class_accuracy_refuses_images_off_the_minus_one_one_scale():
+    images, labels = _digits()
+    pixels = ((images + 1) * 127.5).round().index_fill(0, torch.tensor([0]), 255.0)  # 0..255
+    with pytest.raises(ValueError, match=r"the classifier expects images in \[−1, 1\]; got values up to 255: "
+                                         r"divide by 127.5 and subtract 1\.$"):
+        metrics.class_accuracy(PixelClassifier(), pixels, labels)
+    with pytest.raises(ValueError, match=r"the classifier expects images in \[−1, 1\]; got values up to 2: "
+                                         r"map them to \[−1, 1\]"):
+        zero_two = (images + 1).index_fill(0, torch.tensor([0]), 2.0)  # [0, 2]
+        metrics.class_accuracy(PixelClassifier(), zero_two, labels)
+    with pytest.raises(ValueError, match=r"got values from -[\d.]+ to [\d.]+: samples this far out are no images"):
+        metrics.class_accuracy(PixelClassifier(), images * 40, labels)  # a sampler that diverged
+    with pytest.raises(ValueError, match=r"images are torch.uint8, but the classifier expects float images"):
+        metrics.class_accuracy(PixelClassifier(), pixels.to(torch.uint8), labels)
+    # unclamped samples of a few-step sampler overshoot [-1, 1] a little: judged as they are
+    assert metrics.class_accuracy(PixelClassifier(), images * 3, labels) == 1.0
+
+
+def test_class_accuracy_refuses_labels_out_of_range_or_not_integers():
+    images, labels = _digits()
+    for wrong, shown in (((labels + 10), r"from 1\d to 1\d"), (labels - 10, r"from -\d+ to -\d+")):
+        with pytest.raises(ValueError, match=r"labels must be class indices in 0..9 \(the classifier has 10 logits\); "
+                                             "got values " + shown):
+            metrics.class_accuracy(PixelClassifier(), images, wrong)
+    with pytest.raises(ValueError, match=r"labels are torch.float32; pass integer class indices \(labels.long\(\)\)"):
+        metrics.class_accuracy(PixelClassifier(), images, labels.float())
+    with pytest.raises(ValueError, match="30 images but 29 labels"):
+        metrics.class_accuracy(PixelClassifier(), images, labels[:29])
+
+
+def test_class_accuracy_casts_float64_images_to_the_classifiers_dtype():
+    net = classifier.MNISTClassifier(width=8).eval()
+    images = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    labels = torch.arange(12) % 10
+    assert metrics.class_accuracy(net, images.double(), labels) == metrics.class_accuracy(net, images, labels)
+
+
+def test_frechet_distance_refuses_non_finite_features_and_single_samples():
+    a, b = torch.randn(50, 3), torch.randn(40, 3)
+    bad = a.clone()
+    bad[[3, 7], 0] = float("nan")
+    with pytest.raises(ValueError, match=r"The first feature set has 2 row\(s\) with NaN or infinite values"):
+        metrics.frechet_distance(bad, b)
+    with pytest.raises(ValueError, match=r"The second feature set has 2 row\(s\)"):
+        metrics.frechet_distance(b, bad.clone().fill_(float("inf"))[:2])
+    with pytest.raises(ValueError, match="frechet_distance needs at least two samples in each feature set "
+                                         r"\(a covariance needs two\), got 1 and 40"):
+        metrics.frechet_distance(a[:1], b)
+
+
+def test_image_fd_refuses_non_finite_images_and_fewer_than_two():
+    a, b = torch.rand(20, 1, 4, 4) * 2 - 1, torch.rand(10, 1, 4, 4) * 2 - 1
+    bad = b.clone()
+    bad[4] = float("nan")
+    with pytest.raises(ValueError, match="image_fd: 1 of the 10 images of the second set have NaN or infinite pixels"):
+        metrics.image_fd(PixelClassifier(), a, bad)
+    pixels = ((a + 1) * 127.5).round().index_fill(0, torch.tensor([3]), 255.0)
+    with pytest.raises(ValueError, match=r"image_fd: the classifier expects images in \[−1, 1\]; got values up to 255:"):
+        metrics.image_fd(PixelClassifier(), pixels, b)
+    with pytest.raises(ValueError, match=r"image_fd needs at least two images in each set \(a covariance needs two\), "
+                                         "got 20 and 1"):
+        metrics.image_fd(PixelClassifier(), a, b[:1])
+
+
+@pytest.mark.parametrize("metric, least", [(metrics.wasserstein2, "one sample"), (metrics.mmd_rbf, "two samples")])
+def test_sample_metrics_refuse_empty_sets(metric, least):
+    x = torch.randn(10, 2)
+    for first, second, shown in ((x[:0], x, "0 and 10"), (x, x[:0], "10 and 0")):
+        with pytest.raises(ValueError, match=f"needs at least {least} in each set, got {shown}"):
+            metric(first, second)
+
+
+def test_nll_refuses_empty_and_non_finite_points_and_a_nan_log_density():
+    log_prob = lambda z: -0.5 * z.pow(2).sum(1) - math.log(2 * math.pi)  # noqa: E731
+    with pytest.raises(ValueError, match=r"nll_nats needs a non-empty set of points \(N, \*D\), got \(0, 2\)"):
+        metrics.nll_nats(log_prob, torch.zeros(0, 2))
+    x = torch.randn(20, 2)
+    x[5, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"The set of points passed to nll_nats has 1 point\(s\) with NaN or infinite"):
+        metrics.nll_nats(log_prob, x)
+    with pytest.raises(ValueError, match="log_prob returned NaN for some points"):
+        metrics.nll_nats(lambda z: log_prob(z).log(), torch.randn(20, 2))  # log of negative numbers
+    assert metrics.nll_nats(lambda z: torch.full((len(z),), -math.inf), torch.randn(3, 2)) == math.inf  # zero density
+    with pytest.raises(ValueError, match="bits_per_dim needs the number of dimensions"):
+        metrics.bits_per_dim(1.0, 0)

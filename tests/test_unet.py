@@ -44,3 +44,24 @@ def test_translation_of_time_batch_and_errors():
         net(x, 0.1, torch.tensor([1, 11]))
     with pytest.raises(ValueError, match="without classes"):
         UNet(channels=16, num_classes=None)(x, 0.1, torch.tensor([1, 2]))
+
+
+def test_input_checks_name_what_was_expected():
+    net = UNet(channels=16)
+    x = torch.randn(2, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"UNet: x is torch.float64 but the network's weights are torch.float32: "
+                                         r"call model.double\(\) or x.float\(\)"):
+        net(x.double(), 0.1)
+    with pytest.raises(ValueError, match=r"UNet: x is torch.uint8 .* call x.float\(\) "
+                                         r"\(0..255 pixels: x.float\(\) / 127.5 - 1\)"):
+        net(((x + 1) * 127.5).to(torch.uint8), 0.1)
+    with pytest.raises(ValueError, match=r"UNet got an empty batch"):
+        net(x[:0], 0.1)
+    with pytest.raises(ValueError, match=r"UNet expects x of shape \(B, 1, H, W\) with H, W divisible by 4, "
+                                         r"got \(2, 3, 28, 28\)"):
+        net(torch.randn(2, 3, 28, 28), 0.1)
+    with pytest.raises(ValueError, match=r"y is torch.float32"):
+        net(x, 0.1, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"y has shape \(2, 1\)"):
+        net(x, 0.1, torch.tensor([[1], [2]]))
+    torch.testing.assert_close(net(x, 0.1, torch.tensor([1, 2], dtype=torch.int32)), net(x, 0.1, torch.tensor([1, 2])))

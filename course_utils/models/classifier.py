@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..mnist import default_data_dir
+from ..tensors import check_input
 from ..train import load_model
 
 FEATURES = 128
@@ -34,8 +35,7 @@ class MNISTClassifier(nn.Module):
         self.head = nn.Linear(FEATURES, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(f"The MNIST classifier expects images of shape (B, 1, 28, 28), got {tuple(x.shape)}.")
+        check_input("MNISTClassifier", x, shape=(1, 28, 28), like=self.head.weight, what="images")
         return self.fc(self.conv(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

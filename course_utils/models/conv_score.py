@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tensors import batch_time
+from ..tensors import check_input
 from .embeddings import SinusoidalTimeEmbedding
 
 
@@ -40,9 +40,7 @@ class ConvScoreNet(nn.Module):
         self.out = nn.Conv2d(2 * c, 1, 3, padding=1)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-            raise ValueError(f"ConvScoreNet expects x of shape (B, 1, 28, 28), got {tuple(x.shape)}.")
-        emb = self.embed(batch_time(t, x))
+        emb = self.embed(check_input("ConvScoreNet", x, t, shape=(1, 28, 28), like=self.out.weight))
         h0 = self.inc(x, emb)
         h1 = self.down1(h0, emb)
         h2 = self.down2(h1, emb)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tensors import batch_time
+from ..tensors import check_input
 from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding
 
 
@@ -218,12 +218,9 @@ class DiT(nn.Module):
         """`drop: (B,)` bool, optional: which labels to replace by the null label (see
         `LabelEmbedding`); without it, training mode drops each at `class_dropout`."""
         cfg = self.cfg
-        expected = (cfg.in_channels, cfg.image_size, cfg.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"DiT expects images of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}.")
-        t = batch_time(t, x)
-        y = self.y_embedder.labels(y, x.shape[0], x.device)
-        c = self.t_embedder(t) + self.y_embedder(y, drop=drop)
+        t = check_input("DiT", x, t, shape=(cfg.in_channels, cfg.image_size, cfg.image_size),
+                        like=self.x_embedder.weight, what="images")
+        c = self.t_embedder(t) + self.y_embedder(y, drop=drop, batch=x.shape[0])
         h = self.x_embedder(patchify(x, cfg.patch_size)) + self.pos_embed
         for block in self.blocks:
             h = block(h, c)

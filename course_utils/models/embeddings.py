@@ -7,6 +7,9 @@ import math
 import torch
 from torch import nn
 
+_LABEL_DTYPES = (torch.int64, torch.int32)
+_compiling = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+
 
 class SinusoidalTimeEmbedding(nn.Module):
     """Transformer-style features of a time t in [0, 1]: [cos(ω_k s t), sin(ω_k s t)], s = `scale`.
@@ -36,7 +39,12 @@ class LabelEmbedding(nn.Embedding):
     p(x | y) and p(x), which classifier-free guidance combines (Ho & Salimans 2022). In
     training each label is replaced by ∅ with probability `dropout` (10–20 % is usual). A
     training loop that draws the choice itself passes `drop: (B,)` bool (True = ∅); it is used
-    instead of a fresh draw, in training and evaluation alike. `y=None` means ∅ for the batch.
+    instead of a fresh draw, in training and evaluation alike.
+
+    A network calls `label_embed(y, drop=drop, batch=B)`: `y` must then be an integer tensor
+    `(B,)` (checked from its dtype and shape, free), and `y=None` means ∅ for every item. Given
+    labels are checked to lie in 0..num_classes with one device read per call (none for `y=None`,
+    none inside `torch.compile`, where an out-of-range index fails in the lookup itself).
     """
 
     def __init__(self, num_classes: int, dim: int, dropout: float = 0.0):
@@ -52,23 +60,34 @@ class LabelEmbedding(nn.Embedding):
         return self.num_classes
 
     def labels(self, y: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        """`y` checked (integers in 0..num_classes, shape (B,)), or ∅ for every item when None."""
+        """`y` checked for type, dtype and shape (an integer tensor `(batch,)`), or ∅ for every item
+        when None. Free: it reads no values (the range is checked once, in `forward`)."""
         if y is None:
             return torch.full((batch,), self.null_label, device=device, dtype=torch.long)
-        if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != (batch,):
-            raise ValueError(
-                f"Class labels must be an integer tensor of shape ({batch},), got "
-                f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}."
-            )
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"Class labels must be an integer tensor of shape ({batch},), got {type(y).__name__}.")
+        if y.dtype not in _LABEL_DTYPES:
+            raise ValueError(f"Class labels must be an integer tensor of shape ({batch},): y is {y.dtype}; "
+                             "pass class indices as y.long().")
+        if y.shape != (batch,):
+            raise ValueError(f"Class labels must be an integer tensor of shape ({batch},), one per item of the batch: "
+                             f"y has shape {tuple(y.shape)}.")
         return y
 
-    def forward(self, y: torch.Tensor, *, drop: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-        if y.numel() and (y.min() < 0 or y.max() > self.num_classes):
-            raise ValueError(
-                f"Class labels must lie in 0..{self.num_classes - 1} ({self.null_label} = no label), "
-                f"got {y.min().item()}..{y.max().item()}."
-            )
+    def forward(self, y: torch.Tensor | None, *, drop: torch.Tensor | None = None,
+                generator: torch.Generator | None = None, batch: int | None = None) -> torch.Tensor:
+        given = y is not None
+        if batch is not None:
+            y = self.labels(y, batch, self.weight.device)
+        elif not given:
+            raise ValueError("LabelEmbedding needs labels y, or batch=B for a batch of null labels.")
+        if given and y.numel() and not _compiling():  # one device read; compiled graphs leave it to the lookup
+            lo, hi = torch.stack(torch.aminmax(y)).tolist()
+            if lo < 0 or hi > self.num_classes:
+                raise ValueError(
+                    f"Class labels must lie in 0..{self.num_classes - 1} ({self.null_label} = no label), "
+                    f"got {lo}..{hi}."
+                )
         if drop is not None:
             if drop.dtype != torch.bool or drop.shape != y.shape:
                 raise ValueError(f"drop must be a bool mask shaped like the labels {tuple(y.shape)}, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tensors import batch_time
+from ..tensors import check_input
 from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding, mlp
 
 
@@ -41,15 +41,10 @@ class TimeMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, *,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(
-                f"{type(self).__name__} expects x of shape (B, {self.dim}), got {tuple(x.shape)}."
-            )
-        t = batch_time(t, x)
+        t = check_input(type(self).__name__, x, t, shape=(self.dim,), like=self.net[0].weight)
         feats = [x, self.time_embed(t).to(x.dtype)]
         if self.num_classes is not None:
-            y = self.label_embed.labels(y, x.shape[0], x.device)
-            feats.append(self.label_embed(y, drop=drop).to(x.dtype))
+            feats.append(self.label_embed(y, drop=drop, batch=x.shape[0]).to(x.dtype))
         elif y is not None:
             raise ValueError("This network was built without classes (num_classes=None) but got labels y.")
         return self.net(torch.cat(feats, dim=1))
@@ -68,7 +63,5 @@ class TimeClassifier(nn.Module):
         self.net = mlp(dim + time_dim, num_classes, hidden, depth)
 
     def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"TimeClassifier expects x of shape (B, {self.dim}), got {tuple(x.shape)}.")
-        t = batch_time(t, x)
+        t = check_input(type(self).__name__, x, t, shape=(self.dim,), like=self.net[0].weight)
         return self.net(torch.cat([x, self.time_embed(t).to(x.dtype)], dim=1))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tensors import batch_time
+from ..tensors import check_input
 from .embeddings import LabelEmbedding, SinusoidalTimeEmbedding
 
 
@@ -98,14 +98,13 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t, y: torch.Tensor | None = None, *,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
         """`drop: (B,)` bool, optional: labels to replace by ∅ (label dropout, drawn by the trainer)."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-1] % 4 or x.shape[-2] % 4:
-            raise ValueError(
-                f"UNet expects images (B, {self.in_channels}, H, W) with H, W divisible by 4, got {tuple(x.shape)}."
-            )
-        e = self.time_embed(batch_time(t, x))
+        note = " with H, W divisible by 4"
+        t = check_input("UNet", x, t, shape=(self.in_channels, None, None), like=self.stem.weight, note=note)
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"UNet expects x of shape (B, {self.in_channels}, H, W){note}, got {tuple(x.shape)}.")
+        e = self.time_embed(t)
         if self.label_embed is not None:
-            y = self.label_embed.labels(y, x.shape[0], x.device)
-            e = e + self.label_embed(y, drop=drop)
+            e = e + self.label_embed(y, drop=drop, batch=x.shape[0])
         elif y is not None:
             raise ValueError("This UNet was built without classes (num_classes=None) but got labels y.")
         h, skips = self.stem(x), []
