@@ -21,8 +21,8 @@ def test_runs_in_order_writes_copies_and_names_the_failing_cell(tmp_path):
     )
     assert proc.returncode == 1
     assert "a_ok.ipynb" in proc.stdout and "ok" in proc.stdout and "FAILED" in proc.stdout
-    assert "b_bad.ipynb failed in code cell 2" in proc.stderr and "`y = 2`" in proc.stderr
-    assert "ValueError: the W2 is too large" in proc.stderr
+    assert "b_bad.ipynb failed in code cell 2 (cell index 1), which starts `y = 2`: ValueError: the W2 is too large" \
+        in proc.stderr.splitlines()
     executed = nbformat.read(out / "a_ok.ipynb", as_version=4)
     assert executed.cells[0].outputs[0]["text"].strip() == "full"
     assert (out / "b_bad.ipynb").is_file()
@@ -37,6 +37,44 @@ def test_a_kernel_that_dies_is_named_with_its_cell(tmp_path):
     assert proc.returncode == 1 and "FAILED" in proc.stdout
     assert "dead.ipynb failed in code cell 2" in proc.stderr and "the kernel died" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def run_notebooks(tmp_path, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "course_utils", "run-notebooks", "--out", str(tmp_path / "out"), *map(str, args)],
+        capture_output=True, text=True, timeout=240,
+    )
+
+
+def failure_line(stderr):
+    """The report after the table: the last line of stderr (the progress bars come before it)."""
+    return stderr.rstrip().splitlines()[-1]
+
+
+def test_a_timeout_is_one_line_naming_the_notebook_cell_and_limit(tmp_path):
+    slow = write(tmp_path / "slow.ipynb", ["x = 1", "\nimport time  # wait\nfor _ in range(60):\n    time.sleep(1)\nprint('done')"])
+    proc = run_notebooks(tmp_path, "--timeout", "2", slow)
+    assert proc.returncode == 1 and "FAILED" in proc.stdout
+    assert failure_line(proc.stderr) == (
+        "slow.ipynb timed out in code cell 2 (cell index 1), which starts `import time  # wait`: "
+        "still running after the limit of 2 s per cell (raise it with --timeout)")
+    # no kernel log (zmq errors after the interrupt, transport warnings), no cell source past its first line
+    for noise in ("zmq", "Traceback", "IPKernelApp", "time.sleep", "print('done')"):
+        assert noise not in proc.stderr, noise
+
+
+def test_a_multi_line_error_keeps_its_type_and_whole_message(tmp_path):
+    bad = write(tmp_path / "multi.ipynb", ["x = 1", "raise KeyError('the first line')", "y = 2"])
+    bad2 = write(tmp_path / "multi2.ipynb", ["class StepError(Exception):\n    pass",
+                                             "raise StepError('the loss is nan\\n  at step 12\\n\\nlower the lr')"])
+    proc = run_notebooks(tmp_path, bad2)
+    assert proc.returncode == 1
+    assert failure_line(proc.stderr) == ("multi2.ipynb failed in code cell 2 (cell index 1), which starts "
+                                         "`raise StepError('the loss is nan\\n  at step 12\\n\\nlower the lr')`: "
+                                         "StepError: the loss is nan at step 12 lower the lr")
+    assert "IPKernelApp" not in proc.stderr
+    proc = run_notebooks(tmp_path, bad)
+    assert failure_line(proc.stderr).endswith(": KeyError: 'the first line'")
 
 
 def test_the_default_is_every_notebook_of_the_course():

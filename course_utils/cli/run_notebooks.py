@@ -4,7 +4,11 @@
 
 Executes each notebook top to bottom in a fresh kernel (its own folder as working
 directory), writes the executed copy to `--out` (git ignores `build/`), and prints a table
-of notebook, seconds and status. Stops at the first failing notebook, naming the cell.
+of notebook, seconds and status. Stops at the first failing notebook with one line naming
+the notebook, the code cell (its number and first line) and the reason: the exception's type
+and message, the per-cell time limit that it ran past, or the kernel's death. The kernel's own
+log (its stderr) goes to a temporary file, not to the terminal; the last line of it is quoted
+when the kernel dies.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +40,14 @@ def _first_line(source: str) -> str:
     return "(empty cell)"
 
 
+TCP_WARNING = "Kernel is running over TCP without encryption"  # every kernel's first log line: not a reason
+
+
+def _one_line(text: str) -> str:
+    """`text` with colours removed and all whitespace (newlines too) collapsed to single spaces."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+
+
 def _reason(error_text: str) -> str:
     """The last line of an error's text that says something (not a rule of dashes), colours removed."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", error_text)
@@ -42,8 +55,24 @@ def _reason(error_text: str) -> str:
     return lines[-1] if lines else ""
 
 
+def _why(err: Exception, timeout: int, kernel_log: str) -> str:
+    """One line: why the cell failed."""
+    if isinstance(err, CellTimeoutError):
+        return f"still running after the limit of {timeout} s per cell (raise it with --timeout)"
+    if isinstance(err, DeadKernelError):
+        last = _reason("\n".join(ln for ln in kernel_log.splitlines() if TCP_WARNING not in ln))
+        return ("the kernel died while running it (out of memory, or a crash in native code)"
+                + (f"; its last words: {last}" if last else ""))
+    ename, evalue = getattr(err, "ename", ""), getattr(err, "evalue", "")
+    if ename:
+        return _one_line(f"{ename}: {evalue}" if evalue.strip() else ename)
+    return _one_line(_reason(str(err)) or type(err).__name__)
+
+
 def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
-    """Execute one notebook; write the executed copy; return seconds. Raises NotebookFailed."""
+    """Execute one notebook; write the executed copy; return seconds.
+
+    Raises NotebookFailed with one line: notebook, code cell number, its first line, reason."""
     nb = nbformat.read(path, as_version=4)
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     bar = tqdm(total=len(code_cells), desc=path.stem, leave=False, unit="cell")
@@ -61,24 +90,25 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
         on_cell_start=on_start, on_cell_complete=on_done,
     )
     start = time.perf_counter()
-    try:
-        client.execute()
-    except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
-        index = current["index"]
-        cell = nb.cells[index] if index is not None else None
-        number = code_cells.index(index) + 1 if index in code_cells else "?"
-        first = _first_line(cell.source) if cell is not None else ""
-        reason = _reason(str(err)) or type(err).__name__
-        if isinstance(err, DeadKernelError):
-            reason = f"the kernel died while running it (out of memory, or a crash in native code): {reason}"
-        raise NotebookFailed(
-            f"{path.name} failed in code cell {number} (cell index {index}), which starts "
-            f"`{first}`:\n  {reason}"
-        ) from None
-    finally:
-        bar.close()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out_dir / path.name)
+    # The kernel's stderr (its log: transport warnings, zmq errors after an interrupt) goes here.
+    with tempfile.TemporaryFile("w+", prefix="kernel-", suffix=".log") as kernel_log:
+        try:
+            client.execute(stderr=kernel_log)
+        except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
+            index = current["index"]
+            cell = nb.cells[index] if index is not None else None
+            number = code_cells.index(index) + 1 if index in code_cells else "?"
+            first = _first_line(cell.source) if cell is not None else ""
+            kernel_log.seek(0)
+            why = _why(err, timeout, kernel_log.read())
+            verb = "timed out" if isinstance(err, CellTimeoutError) else "failed"
+            raise NotebookFailed(
+                f"{path.name} {verb} in code cell {number} (cell index {index}), which starts `{first}`: {why}"
+            ) from None
+        finally:
+            bar.close()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, out_dir / path.name)
     return time.perf_counter() - start
 
 
