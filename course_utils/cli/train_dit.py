@@ -23,6 +23,7 @@ same step as one process would. On CUDA, bf16 autocast and `torch.compile` are o
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from ..mnist import SOURCES, default_data_dir, load_mnist
 from ..models.dit import CONFIGS, DiT, get_config
 from ..flow_matching import TIME_SAMPLINGS, OTPath, cfm_loss, sample_time
 from ..train import TrainConfig, export_weights, fit
-from ._config import check_outputs, check_paths, describe, parse_config, run
+from ._config import check_outputs, check_paths, check_ranges, describe, parse_config, run, steps_note
 
 
 PATH = OTPath()  # x_t = t x1 + (1 − t) x0, u = x1 − x0: the rectified-flow objective
@@ -46,22 +47,25 @@ PATH = OTPath()  # x_t = t x1 + (1 − t) x0, u = x1 − x0: the rectified-flow 
 @dataclass
 class DiTTrainConfig:
     model: str = field(default="tiny", metadata={"choices": tuple(CONFIGS), "help": "a named DiT configuration"})
-    hidden: int | None = field(default=None, metadata={"help": "override of the named configuration's width"})
-    depth: int | None = field(default=None, metadata={"help": "override of its number of blocks"})
-    heads: int | None = field(default=None, metadata={"help": "override of its attention heads"})
+    hidden: int | None = field(default=None, metadata={"help": "override of the named configuration's width",
+                                                       "min": 1})
+    depth: int | None = field(default=None, metadata={"help": "override of its number of blocks", "min": 1})
+    heads: int | None = field(default=None, metadata={"help": "override of its attention heads", "min": 1})
     qk_norm: bool = True
-    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label"})
-    steps: int = field(default=7000, metadata={"help": "total steps (a resumed run continues up to it)"})
-    batch_size: int = field(default=128, metadata={"help": "global batch, split over the processes"})
-    lr: float = 3e-4
-    ema_decay: float = 0.999
+    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label",
+                                                        "min": 0, "max": 1})
+    steps: int = field(default=7000, metadata={"help": "total steps (a resumed run continues up to it)", "min": 1})
+    batch_size: int = field(default=128, metadata={"help": "global batch, split over the processes", "min": 1})
+    lr: float = field(default=3e-4, metadata={"range": (0, math.inf)})
+    ema_decay: float = field(default=0.999, metadata={"range": (0, 1)})
     time_sampling: str = field(default="logit_normal", metadata={"choices": TIME_SAMPLINGS})
     logit_mean: float = 0.0
-    logit_std: float = 1.0
+    logit_std: float = field(default=1.0, metadata={"range": (0, math.inf)})
     checkpoint: str | None = field(default=None, metadata={"help": "resumable checkpoint, e.g. runs/dit_mnist.pt"})
     export: str | None = field(default=None, metadata={
         "help": "where the EMA weights alone go when training ends, e.g. runs/dit_mnist_export.pt"})
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints (Ctrl-C saves too)",
+                                                         "min": 1})
     seed: int = 0
     data_source: str = field(default="auto", metadata={"choices": SOURCES, "help": "MNIST source"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:N or mps (None: the best available)"})
@@ -69,6 +73,9 @@ class DiTTrainConfig:
     compile: bool | None = field(default=None, metadata={"help": "torch.compile (None: on for CUDA)"})
     progress: bool = True
     force: bool = field(default=False, metadata={"help": "let the command overwrite an existing --export"})
+
+    def __post_init__(self):
+        check_ranges(self)
 
 
 def default_export_path():
@@ -192,7 +199,10 @@ def main(argv=None):
     check_outputs(cfg.checkpoint, cfg.export, cfg.force)
     if int(os.environ.get("RANK", "0")) == 0:
         print(describe(cfg))
-    train(cfg)
+    result = train(cfg)
+    note = steps_note(result, cfg.checkpoint, cfg.steps)
+    if note and int(os.environ.get("RANK", "0")) == 0:
+        print(note)
 
 
 if __name__ == "__main__":

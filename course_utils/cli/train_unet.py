@@ -4,8 +4,8 @@
     python -m course_utils train-unet --steps 6000 --export data/unet_mnist.pt --force   # replace the shipped file
     python -m course_utils train-unet --config-file run.json          # the same options as JSON
 
-writes a resumable checkpoint (weights, EMA, optimiser) to `--checkpoint` (runs/unet_mnist.pt;
-run the command again to resume) and, when training ends, the EMA weights alone to `--export`
+writes a resumable checkpoint (weights, EMA, optimiser) to `--checkpoint` (runs/unet_mnist.pt,
+every `--checkpoint-every` steps and on Ctrl-C; run the command again to resume) and, when training ends, the EMA weights alone to `--export`
 (runs/unet_mnist_export.pt, about 3 MB; notebook 07b loads the shipped data/unet_mnist.pt).
 
 Linear β schedule over T = 1000 steps (Ho et al. 2020), the simple loss
@@ -17,6 +17,7 @@ Batch `step` (images, dropped labels, times and noise) is drawn from a generator
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..mnist import SOURCES, default_data_dir, load_mnist
 from ..models.unet import UNet
 from ..schedules import DiscreteSchedule
 from ..train import TrainConfig, export_weights, fit
-from ._config import check_outputs, check_paths, config_from, describe, parse_config, run, runs_dir
+from ._config import check_outputs, check_paths, check_ranges, config_from, describe, parse_config, run, runs_dir, steps_note
 
 T = 1000
 
@@ -51,12 +52,13 @@ def default_run_path() -> Path:
 
 @dataclass
 class UNetTrainConfig:
-    steps: int = field(default=6000, metadata={"help": "total steps (a resumed run continues up to it)"})
-    batch_size: int = 64
-    channels: int = field(default=32, metadata={"help": "U-Net base width"})
-    lr: float = 2e-4
-    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label"})
-    ema_decay: float = 0.999
+    steps: int = field(default=6000, metadata={"help": "total steps (a resumed run continues up to it)", "min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    channels: int = field(default=32, metadata={"help": "U-Net base width", "min": 1})
+    lr: float = field(default=2e-4, metadata={"range": (0, math.inf)})
+    class_dropout: float = field(default=0.1, metadata={"help": "rate at which labels become the null label",
+                                                        "min": 0, "max": 1})
+    ema_decay: float = field(default=0.999, metadata={"range": (0, 1)})
     seed: int = field(default=0, metadata={"help": "initial weights; batch `step` is drawn from seed (seed, step)"})
     data_source: str = field(default="auto", metadata={"choices": SOURCES, "help": "MNIST source"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:N or mps (None: $COURSE_DEVICE, "
@@ -65,13 +67,13 @@ class UNetTrainConfig:
                                    metadata={"help": "resumable checkpoint"})
     export: str | None = field(default_factory=lambda: str(runs_dir() / "unet_mnist_export.pt"),
                                metadata={"help": "where the EMA weights alone go when training ends ('' for none)"})
-    checkpoint_every: int = 500
+    checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints (Ctrl-C saves too)",
+                                                         "min": 1})
     progress: bool = True
     force: bool = field(default=False, metadata={"help": "let the command overwrite an existing --export"})
 
     def __post_init__(self):
-        if not 0.0 <= self.class_dropout <= 1.0:
-            raise ValueError(f"class_dropout is a probability in [0, 1], got {self.class_dropout}.")
+        check_ranges(self)
 
 
 def batch_stream(images: torch.Tensor, labels: torch.Tensor, cfg: UNetTrainConfig):
@@ -125,6 +127,10 @@ def main(argv=None):
     check_outputs(cfg.checkpoint, cfg.export, cfg.force)
     print(describe(cfg))
     result = train_unet(cfg)
+    note = steps_note(result, cfg.checkpoint, cfg.steps)
+    if note:
+        print(note)
+        return
     ran = result.step - result.resumed_from
     last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
     print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps{last}; "
