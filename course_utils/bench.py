@@ -20,6 +20,20 @@ has QK-norm and diffusers' has none: `--dit-no-qk-norm` times the course's witho
 
 The peers are optional (`pip install course_utils[bench]`): without them the course side is
 still timed and the row says so. This is a benchmark, not a test: timings depend on the machine.
+
+`python -m course_utils bench threads` is a separate benchmark, of CPU threads rather than of
+peers: what `config.set_threads` should choose. It times one training step (forward, backward,
+AdamW) of each model the course trains on a CPU,
+
+    2d    RealNVP(dim=2, n_layers=8, hidden=64, depth=3) on the moons, batch 256 (notebook 01)
+    dit   the tiny DiT, batch 64 on 28×28×1, the rectified-flow loss (notebook 10)
+    unet  UNet(channels=32), batch 64 on 28×28×1 (notebooks 07b and 10)
+
+with 1 thread and with every usable CPU, on the machine as it is ("quiet") and with one busy
+competing process (`python -c "while True: pass"`, killed afterwards). Each measurement runs in a
+fresh subprocess (threads are set before torch's first op, via `$COURSE_THREADS` and
+`config.set_threads`) and reports the median of its timed steps; the configurations run in
+turn, `--rounds` times, and the table shows the median over the rounds, in ms per step.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -447,6 +462,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["threads"]:
+        return threads_main(argv[1:])
+    if argv[:1] == [_WORKER]:
+        return _threads_worker(argv[1:])
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -474,6 +494,233 @@ def main(argv=None) -> int:
         }
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+    return 0
+
+
+# --- threads: 1 thread or every CPU? (python -m course_utils bench threads) ----------------------
+
+THREAD_MODELS = ("2d", "dit", "unet")
+THREAD_WORKLOAD = {"2d": "2d", "dit": "image", "unet": "image"}  # the config.set_threads workload
+THREAD_LABELS = {
+    "2d": "RealNVP 2D, 8 couplings, batch {b}",
+    "dit": "tiny DiT, 28×28, batch {b}",
+    "unet": "U-Net, 28×28, batch {b}",
+}
+_WORKER = "_threads-worker"  # the hidden subcommand that times one configuration in a fresh process
+BUSY_CODE = "while True: pass"
+
+
+def _thread_batch(model: str, quick: bool) -> int:
+    return ({"2d": 64, "dit": 4, "unet": 4} if quick else {"2d": 256, "dit": 64, "unet": 64})[model]
+
+
+def _thread_step(model: str, quick: bool) -> Callable[[], object]:
+    """One training step (forward, backward, AdamW) of `model`, as the notebooks train it."""
+    n = _thread_batch(model, quick)
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if model == "2d":
+        from . import data
+        from . import normalizing_flows as nf
+
+        net = nf.RealNVP(dim=2, n_layers=8, hidden=16 if quick else 64, depth=3)
+        opt = torch.optim.AdamW(net.parameters(), lr=5e-3, foreach=True)
+
+        def loss():
+            return nf.nll_loss(net, data.sample_toy("moons", n, generator=g))
+    elif model == "dit":
+        from . import flow_matching as fm
+        from .models.dit import DiT, get_config
+
+        net = DiT(get_config("tiny", **({"hidden": 32, "depth": 1} if quick else {})))
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        x1, y, path = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), fm.OTPath()
+
+        def loss():
+            x0 = torch.randn(x1.shape, generator=g)
+            t = fm.sample_time(n, "logit_normal", generator=g)
+            s = path.sample(x0, x1, t)
+            return (net(s.x_t, t, y) - s.u_t).flatten(1).pow(2).sum(1).mean()
+    elif model == "unet":
+        from .models.unet import UNet
+
+        net = UNet(channels=8 if quick else 32)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+        def loss():
+            t = torch.rand(n, generator=g)
+            eps = torch.randn(x.shape, generator=g)
+            return (net(x + eps, t, y) - eps).pow(2).mean()
+    else:
+        raise ValueError(f"unknown thread-benchmark model {model!r}: choose from {', '.join(THREAD_MODELS)}")
+    net.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        value = loss()
+        value.backward()
+        opt.step()
+        return value
+
+    return step
+
+
+def _threads_worker(argv) -> int:
+    """`_threads-worker MODEL WARMUP REPEATS [quick]`: in a fresh process, set the threads with
+    `config.set_threads` (which reads `$COURSE_THREADS`, set by the parent) before any torch op,
+    time the model's step, print one JSON line."""
+    from . import config
+
+    model, warmup, repeats = argv[0], int(argv[1]), int(argv[2])
+    quick = argv[3:4] == ["quick"]
+    threads = config.set_threads(THREAD_WORKLOAD[model])
+    step = _thread_step(model, quick)
+    times = time_interleaved([step], repeats, warmup)[0]
+    print(json.dumps({"model": model, "threads": threads, "torch_threads": torch.get_num_threads(),
+                      "times_ms": times}))
+    return 0
+
+
+def _spawn_busy() -> subprocess.Popen:
+    """One competing process that keeps a core busy, as another kernel or a test run would."""
+    return subprocess.Popen([sys.executable, "-c", BUSY_CODE], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+
+
+def time_threads_config(model: str, threads: int, busy: bool, *, warmup: int, repeats: int,
+                        quick: bool = False) -> float:
+    """Median ms per step of `model` with `threads` threads, in a fresh subprocess, with or
+    without one busy competing process running meanwhile."""
+    env = {**os.environ, "COURSE_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    cmd = [sys.executable, "-m", "course_utils.bench", _WORKER, model, str(warmup), str(repeats)]
+    cmd += ["quick"] if quick else []
+    competitor = _spawn_busy() if busy else None
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    finally:
+        if competitor is not None:
+            _stop(competitor)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the thread benchmark's worker for {model} with {threads} thread(s) failed:\n"
+                           + proc.stderr[-2000:])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if result["threads"] != threads or result["torch_threads"] != threads:
+        raise RuntimeError(f"asked for {threads} thread(s), the worker ran with {result}")
+    return statistics.median(result["times_ms"])
+
+
+def threads(models=THREAD_MODELS, thread_counts=None, *, busy=(False, True), rounds: int = 3,
+            repeats: int = 20, warmup: int = 3, quick: bool = False, log=None) -> list[dict]:
+    """Time each model's training step with each thread count, quiet and with one busy process.
+
+    `thread_counts` defaults to 1 and every usable CPU. The configurations run in turn, `rounds`
+    times (so that load from elsewhere that drifts spreads over all of them); each row's `ms` is
+    the median over the rounds of each run's median step. Returns one dict per configuration.
+    """
+    from . import config
+
+    if thread_counts is None:
+        thread_counts = sorted({1, config.usable_cpus()})
+    configs = [(m, k, b) for m in models for b in busy for k in thread_counts]
+    samples = {c: [] for c in configs}
+    for r in range(rounds):
+        for c in configs:
+            samples[c].append(time_threads_config(*c, warmup=warmup, repeats=repeats, quick=quick))
+            if log is not None:
+                log(f"  round {r + 1}/{rounds}: {c[0]}, {c[1]} thread(s), {'busy' if c[2] else 'quiet'}: "
+                    f"{samples[c][-1]:.1f} ms")
+    smaller = " (quick: smaller)" if quick else ""
+    return [{"model": m, "label": THREAD_LABELS[m].format(b=_thread_batch(m, quick)) + smaller, "threads": k,
+             "busy": b, "ms": statistics.median(samples[(m, k, b)]), "rounds_ms": samples[(m, k, b)]}
+            for (m, k, b) in configs]
+
+
+def format_threads_table(rows: list[dict]) -> str:
+    """One row per model, one column per (load, thread count), in ms per step."""
+    columns = sorted(dict.fromkeys((r["busy"], r["threads"]) for r in rows))
+    name = lambda b, k: f"{k} thread{'s' if k > 1 else ''}, {'1 busy proc' if b else 'quiet'}"  # noqa: E731
+    header = ["model (ms/step)"] + [name(b, k) for b, k in columns]
+    ms = {(r["model"], r["busy"], r["threads"]): r["ms"] for r in rows}
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        label = next(r["label"] for r in rows if r["model"] == model)
+        lines.append([f"{model}: {label}"] + [f"{ms[(model, b, k)]:.1f}" if (model, b, k) in ms else "-"
+                                              for b, k in columns])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [fmt(x) for x in lines])
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "?"
+
+
+def threads_main(argv=None) -> int:
+    """`python -m course_utils bench threads [options]`: the table of `threads()`."""
+    from . import config
+
+    p = argparse.ArgumentParser(prog="python -m course_utils bench threads",
+                                description="time 1 thread against every CPU, quiet and with one busy process")
+    p.add_argument("--models", default=",".join(THREAD_MODELS),
+                   help=f"comma-separated subset of {','.join(THREAD_MODELS)}")
+    p.add_argument("--threads", default=None,
+                   help="comma-separated thread counts (default: 1 and every usable CPU)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="fresh processes per configuration (median); default 3, 1 with --quick")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed steps per process (median); default 20, 3 with --quick")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps per process first; default 3, 1 with --quick")
+    p.add_argument("--no-busy", action="store_true", help="skip the runs with a busy competing process")
+    p.add_argument("--quick", action="store_true", help="tiny models, one round (a smoke run, for the tests)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    args = p.parse_args(argv)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in THREAD_MODELS]
+    if bad or not models:
+        p.error(f"unknown model(s) {', '.join(bad) or '(none given)'}: choose from {', '.join(THREAD_MODELS)}")
+    counts = None
+    if args.threads is not None:
+        try:
+            counts = sorted({int(k) for k in args.threads.split(",") if k.strip()})
+        except ValueError:
+            counts = []
+        if not counts or counts[0] < 1:
+            p.error("--threads must be comma-separated positive integers, e.g. 1,2")
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if rounds < 1 or repeats < 1 or warmup < 0:
+        p.error("--rounds and --repeats must be >= 1 and --warmup >= 0")
+    busy = (False,) if args.no_busy else (False, True)
+    before = _load()
+    print(f"course_utils.bench threads: torch {torch.__version__}, {config.usable_cpus()} usable CPU(s), "
+          f"~{config.physical_cores()} physical core(s); median over {rounds} fresh process(es) of the median "
+          f"of {repeats} steps after {warmup} warm-up{', --quick sizes' if args.quick else ''}; "
+          f"load average before: {before}", flush=True)
+    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    rows = threads(models, counts, busy=busy, rounds=rounds, repeats=repeats, warmup=warmup, quick=args.quick, log=log)
+    after = _load()
+    print(format_threads_table(rows))
+    chosen = {w: config._default_threads(w) for w in config.WORKLOADS}
+    print(f"load average after: {after}. config.set_threads chooses here (without COURSE_THREADS): "
+          + ", ".join(f"{w} -> {k}" for w, k in chosen.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "usable_cpus": config.usable_cpus(),
+                       "physical_cores": config.physical_cores(), "rounds": rounds, "repeats": repeats,
+                       "warmup": warmup, "quick": args.quick, "load_before": before, "load_after": after,
+                       "chosen": chosen, "rows": rows}, f, indent=2)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Flow matching: Gaussian probability paths, the conditional flow matching loss, couplings.
 
-Flow time (CONCEPTS.md): x0 ~ N(0, I) is noise, x1 is data, t runs 0 → 1 from noise to data.
+Flow time (docs/conventions.md): x0 ~ N(0, I) is noise, x1 is data, t runs 0 → 1 from noise to data.
 
 A Gaussian conditional path (Lipman et al. 2023, §4) puts, for each data point x1,
 

@@ -1,6 +1,6 @@
 """Rectified flow and reflow (Liu, Gong & Liu 2022), with SD3's logit-normal time sampling.
 
-Flow time (CONCEPTS.md): x0 ~ N(0, I) is noise, x1 is data, and the straight path is
+Flow time (docs/conventions.md): x0 ~ N(0, I) is noise, x1 is data, and the straight path is
 
     x_t = t x1 + (1 − t) x0,        u = dx_t/dt = x1 − x0,
 

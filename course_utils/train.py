@@ -31,7 +31,8 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+
+from .progress import tqdm  # tqdm.auto; in notebooks the saved text/plain ends at the final bar
 
 CHECKPOINT_FORMAT = "course_utils.checkpoint/1"
 
@@ -86,8 +87,9 @@ class TrainResult:
     optimizer: torch.optim.Optimizer | None = None  # its state as training left it
 
     @property
-    def best_model(self) -> nn.Module:
-        """The EMA model when there is one, else the trained model."""
+    def eval_model(self) -> nn.Module:
+        """The model to evaluate and sample from: the EMA average of the weights when training kept
+        one (`ema_decay`), else the trained model. No checkpoint is selected: it is the last state."""
         return self.ema_model if self.ema_model is not None else self.model
 
 

@@ -76,3 +76,60 @@ def test_unknown_cases_and_bad_options_are_refused():
         bench.parse_args(["--repeats", "0"])
     args = bench.parse_args(["--quick"])
     assert args.cases == list(bench.CASES) and args.repeats == 3
+
+
+# --- bench threads: 1 thread or every CPU ---------------------------------------------------------
+
+THREADS_ROW = re.compile(r"^\| ([\w-]+): .*? \| ([0-9.]+)\s+\| ([0-9.]+)\s+\|$")
+
+
+def test_threads_benchmark_is_wired_to_the_cli(tmp_path):
+    out = tmp_path / "threads.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "course_utils", "bench", "threads", "--quick", "--models", "2d", "--threads", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COURSE_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("course_utils.bench threads: torch ") and "load average before" in lines[0]
+    assert [c.strip() for c in lines[1].strip("|").split("|")] == [
+        "model (ms/step)", "1 thread, quiet", "1 thread, 1 busy proc"]
+    rows = {m.group(1): (float(m.group(2)), float(m.group(3))) for m in map(THREADS_ROW.match, lines) if m}
+    assert list(rows) == ["2d"] and all(ms > 0 for ms in rows["2d"])
+    assert "config.set_threads chooses here" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["quick"] is True and result["rounds"] == 1 and result["repeats"] == 3
+    assert [(r["model"], r["threads"], r["busy"]) for r in result["rows"]] == [("2d", 1, False), ("2d", 1, True)]
+    assert all(len(r["rounds_ms"]) == 1 and r["ms"] > 0 for r in result["rows"])
+    assert set(result["chosen"]) == {"2d", "image"} and result["chosen"]["2d"] == 1
+
+
+def test_threads_worker_runs_the_count_asked_and_the_busy_process_is_killed(monkeypatch):
+    spawned = []
+    real_spawn = bench._spawn_busy
+    monkeypatch.setattr(bench, "_spawn_busy", lambda: spawned.append(real_spawn()) or spawned[-1])
+    # the worker checks that it ran with 2 threads (via COURSE_THREADS and config.set_threads)
+    ms = bench.time_threads_config("dit", 2, True, warmup=0, repeats=1, quick=True)
+    assert ms > 0
+    assert len(spawned) == 1 and spawned[0].poll() is not None  # the competitor is gone
+
+
+def test_threads_benchmark_refuses_bad_options():
+    with pytest.raises(SystemExit):
+        bench.threads_main(["--models", "2d,vae"])
+    with pytest.raises(SystemExit):
+        bench.threads_main(["--threads", "0,2"])
+    with pytest.raises(SystemExit):
+        bench.threads_main(["--threads", "two"])
+    with pytest.raises(SystemExit):
+        bench.threads_main(["--rounds", "0"])
+
+
+def test_threads_table_has_a_column_per_load_and_count():
+    rows = [{"model": "2d", "label": "RealNVP", "threads": k, "busy": b, "ms": 10.0 * k + b, "rounds_ms": [1.0]}
+            for b in (False, True) for k in (1, 2)]
+    table = bench.format_threads_table(rows).splitlines()
+    assert [c.strip() for c in table[0].strip("|").split("|")] == [
+        "model (ms/step)", "1 thread, quiet", "2 threads, quiet", "1 thread, 1 busy proc", "2 threads, 1 busy proc"]
+    assert [c.strip() for c in table[2].strip("|").split("|")] == ["2d: RealNVP", "10.0", "20.0", "11.0", "21.0"]

@@ -136,7 +136,7 @@ def test_clear_errors():
 
 def test_named_configs_sizes():
     n_tiny = dit.num_params(dit.DiT(dit.get_config("tiny")))
-    assert 0.8e6 < n_tiny < 1.6e6  # REFERENCES.md: about 1.2 M parameters
+    assert 0.8e6 < n_tiny < 1.6e6  # the tiny DiT: about 1.2 M parameters
     assert dit.get_config("small").patch_size == 2
 
 

@@ -1,6 +1,6 @@
 """The student release, in both directions, for every notebook.
 
-For each notebook only its setup cell (the first code cell), its solution cells and its
+For each notebook only its setup cell (the first code cell with `config.sizes()`), its solution cells and its
 check cells run here, in order (CONTRIBUTING.md): with the solutions every check passes;
 in the release every check fails on the stub with its helpful message. Then each released
 notebook runs top to bottom in a kernel, as a student would run it before doing any
@@ -36,7 +36,7 @@ def exercise_cells(nb):
             assert i + 1 < len(code) and CHECK_CALL in code[i + 1].source, (
                 f"the solution cell `{cell.source.splitlines()[0]}` must be followed by its check cell")
             pairs.append((cell, code[i + 1]))
-    return code[0], pairs
+    return next(c for c in code if "config.sizes()" in c.source), pairs
 
 
 def run_cells(cells, namespace):
@@ -175,7 +175,7 @@ def test_release_command_refusals_are_one_line_with_exit_status_2(tmp_path):
     proc = run_release("--force", "notebooks/student", cwd=release.ROOT)
     assert proc.returncode == 2 and not inside.exists()
     assert proc.stderr == (f"error: The release folder notebooks/student is inside {release.ROOT / 'notebooks'}, "
-                           "where pytest would collect the stubs as notebooks to test (even with --force); "
+                           "where pytest would collect the stubs as notebooks to test; "
                            "choose a folder outside it, e.g. build/student.\n")
 
 

@@ -41,7 +41,7 @@ def test_fit_reaches_the_known_minimum_and_ema_follows():
     assert res.losses[-1] < 1e-4 < res.losses[0]
     torch.testing.assert_close(res.model.weight, torch.tensor([[3.0]]), atol=1e-2, rtol=0)
     torch.testing.assert_close(res.ema_model.bias, torch.tensor([-1.0]), atol=1e-2, rtol=0)
-    assert res.best_model is res.ema_model
+    assert res.eval_model is res.ema_model
 
 
 def test_ema_is_the_exponential_average():

@@ -6,6 +6,8 @@
 Format: a line `# %%` starts a code cell, `# %% [markdown]` a Markdown cell whose lines
 start with `# ` (or are a bare `#`). A code cell holding `### BEGIN SOLUTION` gets
 nbgrader's solution metadata, its grade_id taken from the first `def` (or `NAME =`) in it.
+A code cell that begins with `exercises.check_` is the exercise's check: it becomes an
+nbgrader autograder test cell (graded, locked, worth one point), its grade_id the check's name.
 The notebook is written without outputs.
 """
 
@@ -30,6 +32,18 @@ def solution_metadata(source: str, index: int) -> dict:
             "schema_version": 3, "solution": True, "task": False}
 
 
+CHECK = re.compile(r"^exercises\.(check_\w+)\(")
+
+
+def check_metadata(source: str) -> dict | None:
+    """nbgrader's test-cell metadata for a check cell, else None."""
+    m = CHECK.match(source)
+    if m is None:
+        return None
+    return {"grade": True, "grade_id": m.group(1), "locked": True, "points": 1,
+            "schema_version": 3, "solution": False, "task": False}
+
+
 def to_notebook(text: str) -> nbformat.NotebookNode:
     chunks = re.split(r"^# %%(.*)$", text, flags=re.M)
     cells = []
@@ -42,6 +56,8 @@ def to_notebook(text: str) -> nbformat.NotebookNode:
             cell = nbformat.v4.new_code_cell(body)
             if SOLUTION in body:
                 cell.metadata["nbgrader"] = solution_metadata(body, len(cells))
+            elif check_metadata(body) is not None:
+                cell.metadata["nbgrader"] = check_metadata(body)
             cells.append(cell)
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}

@@ -14,13 +14,16 @@ COMMANDS = {
     "train-classifier": ("train_classifier", "main", "train (or resume) the MNIST classifier that judges generated digits"),
     "evaluate-classifier": ("train_classifier", "evaluate", "test accuracy of a classifier checkpoint (default: the shipped one)"),
     "train-unet": ("train_unet", "main", "train (or resume) the class-conditional U-Net diffusion model on MNIST"),
+    "train-ffjord": ("train_ffjord", "main", "train (or resume) FFJORD, the continuous normalizing flow of notebook 03, on the checkerboard"),
     "train-dit": ("train_dit", "main", "train (or resume) the DiT on MNIST with rectified flow, on one device or many"),
     "dit-ablation": ("dit_ablation", "main", "training curves of a small DiT under three settings (notebook 10)"),
+    "start": ("start", "main", "your own copy of the course with the exercises to do, opened in JupyterLab"),
+    "assignment": ("assignment", "main", "make an nbgrader assignment (source/NAME/ and nbgrader_config.py) from some notebooks"),
     "release": ("release", "main", "write the student notebooks: solutions replaced by stubs"),
     "run-notebooks": ("run_notebooks", "main", "run the course headless, in order, with a timing table"),
     "download-mnist": ("download_mnist", "main", "download full MNIST into data/ and verify its SHA-256 sums (needs internet)"),
     "mnist-info": ("download_mnist", "info", "say which MNIST source the course would use"),
-    "bench": ("course_utils.bench", "main", "time the course against peer libraries (diffusers, torchcfm) on the same models"),
+    "bench": ("course_utils.bench", "main", "time the course against peer libraries (diffusers, torchcfm); `bench threads`: 1 thread vs all cores"),
 }
 
 USAGE = "usage: python -m course_utils <command> [options]    (python -m course_utils <command> --help)"

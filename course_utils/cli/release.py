@@ -74,19 +74,19 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_out_dir(source_dir: Path, out_dir: Path, force: bool = False) -> None:
+def check_out_dir(source_dir: Path, out_dir: Path, force: bool = False, noun: str = "release folder",
+                  example: str = "build/student") -> None:
     """Refuse a release folder that would overwrite solutions, be collected by pytest, or
     (without `force`) replace files already there. Each refusal is one ValueError line."""
     out, source = out_dir.resolve(), source_dir.resolve()
     if out == source:
-        raise ValueError("The release folder must differ from the source folder (it would overwrite the solutions).")
+        raise ValueError(f"The {noun} must differ from the source folder (it would overwrite the solutions).")
     for folder in (source, ROOT / "notebooks", ROOT / "tests"):
         if _inside(out, folder.resolve()):
-            raise ValueError(f"The release folder {out_dir} is inside {folder}, where pytest would collect the "
-                             "stubs as notebooks to test (even with --force); choose a folder outside it, "
-                             "e.g. build/student.")
+            raise ValueError(f"The {noun} {out_dir} is inside {folder}, where pytest would collect the "
+                             f"stubs as notebooks to test; choose a folder outside it, e.g. {example}.")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"The release folder {out_dir} exists and is not a folder.")
+        raise ValueError(f"The {noun} {out_dir} exists and is not a folder.")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ValueError(f"The release folder {out_dir} is not empty; pass --force to write into it "
                          "(replacing notebooks of the same name), or choose a new folder.")
