@@ -9,12 +9,17 @@ import torch
 from course_utils import exercises
 from course_utils.cnf import divergence_exact
 from course_utils.mixtures import GaussianMixture
+from course_utils.models import mlp
 from course_utils.score_matching import (
+    RegionErrors,
     autograd_score,
+    between_modes,
     denoising_score_matching_loss,
     explicit_score_matching_loss,
     implicit_score_matching_loss,
     ncsn_toy,
+    poor_where_rare,
+    rare_region_error,
     sliced_score_matching_loss,
     tweedie_denoise,
 )
@@ -223,14 +228,15 @@ def test_clear_errors(mix):
         mix.sample(0)
 
 
-def test_exercise_checks_accept_reference_and_reject_mistakes():
-    exercises.check_dsm_loss(denoising_score_matching_loss)
-    exercises.check_tweedie_denoiser(tweedie_denoise)
+def test_exercise_checks_accept_the_library_and_name_the_usual_mistakes():
+    """The exercises take the general corruption x̃ = αx + σε; the library's keyword `alpha` is the same."""
+    exercises.check_dsm_loss(lambda s, x, alpha, sigma, eps: denoising_score_matching_loss(s, x, sigma, eps, alpha=alpha))
+    exercises.check_tweedie_denoiser(lambda x_tilde, score, alpha, sigma: tweedie_denoise(x_tilde, score, sigma, alpha=alpha))
 
-    def dsm_no_half(score_fn, x, sigma, eps):
-        return 2 * denoising_score_matching_loss(score_fn, x, sigma, eps)
+    def dsm_no_half(score_fn, x, alpha, sigma, eps):
+        return 2 * denoising_score_matching_loss(score_fn, x, sigma, eps, alpha=alpha)
 
-    with pytest.raises(exercises.ExerciseError, match="factor"):
+    with pytest.raises(exercises.ExerciseError, match="factor ½"):
         exercises.check_dsm_loss(dsm_no_half)
 
     def stub(*args):
@@ -238,5 +244,149 @@ def test_exercise_checks_accept_reference_and_reject_mistakes():
 
     with pytest.raises(exercises.ExerciseError, match="not implemented"):
         exercises.check_tweedie_denoiser(stub)
-    with pytest.raises(exercises.ExerciseError, match="noise variance σ²"):  # the check names the mistake
-        exercises.check_tweedie_denoiser(lambda x_tilde, score, sigma: x_tilde + sigma * score)
+    wrong_dsm = {  # σ for σ², a missing sign, ε/σ² for ε/σ, and α forgotten in the conditional mean
+        "noises with σ²": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig**2 * eps) + eps / sig).pow(2).sum(1).mean(),
+        "wrong sign": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig * eps) - eps / sig).pow(2).sum(1).mean(),
+        "uses ε/σ²": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig * eps) + eps / sig**2).pow(2).sum(1).mean(),
+        r"is −\(x̃ − x\)/σ²": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig * eps) + (a * x + sig * eps - x) / sig**2)
+        .pow(2).sum(1).mean(),
+    }
+    for message, wrong in wrong_dsm.items():
+        with pytest.raises(exercises.ExerciseError, match=message):
+            exercises.check_dsm_loss(wrong)
+    wrong_tweedie = {
+        "scales the score by σ;": lambda xt, s, a, sig: (xt + sig * s) / a,
+        "sign of the score term": lambda xt, s, a, sig: (xt - sig**2 * s) / a,
+        "divides the score by σ²": lambda xt, s, a, sig: (xt + s / sig**2) / a,
+        r"E\[αx \| x̃\]": lambda xt, s, a, sig: xt + sig**2 * s,
+    }
+    for message, wrong in wrong_tweedie.items():
+        with pytest.raises(exercises.ExerciseError, match=message):
+            exercises.check_tweedie_denoiser(wrong)
+
+
+# ---------------------------------------------------------------------------- the general corruption αx + σε
+def test_dsm_with_a_signal_scale(mix):
+    """x̃ = αx + σε: the target is still −ε/σ, and the law of x̃ (`noised(α, σ)`) has the best score."""
+    alpha, sigma = 0.7, 0.5
+    x = mix.sample(100_000, generator=gen())
+    eps = torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
+    model = gaussian_model(0.2, 1.5)
+    want = 0.5 * (model(alpha * x + sigma * eps) + eps / sigma).pow(2).sum(1).mean()
+    torch.testing.assert_close(denoising_score_matching_loss(model, x, sigma, eps, alpha=alpha), want)
+    best = denoising_score_matching_loss(mix.noised(alpha, sigma).score, x, sigma, eps, alpha=alpha).item()
+    unscaled = denoising_score_matching_loss(mix.noised(1.0, sigma).score, x, sigma, eps, alpha=alpha).item()
+    assert best < unscaled - 0.1
+    # per-example α, and α = 1 is the default
+    a = torch.linspace(0.5, 1.0, 8, dtype=torch.float64)
+    e8 = eps[:8]
+    torch.testing.assert_close(denoising_score_matching_loss(model, x[:8], sigma, e8, alpha=a),
+                               0.5 * (model(a[:, None] * x[:8] + sigma * e8) + e8 / sigma).pow(2).sum(1).mean())
+    torch.testing.assert_close(denoising_score_matching_loss(model, x, sigma, eps, alpha=1.0),
+                               denoising_score_matching_loss(model, x, sigma, eps))
+
+
+def test_tweedie_with_a_signal_scale(mix):
+    x_tilde = torch.randn(40, 2, generator=gen(), dtype=torch.float64) * 2
+    for alpha, sigma in [(0.8, 0.6), (torch.linspace(0.3, 1.2, 40, dtype=torch.float64), 0.5)]:
+        score = mix.noised(alpha, sigma).score(x_tilde)
+        torch.testing.assert_close(tweedie_denoise(x_tilde, score, sigma, alpha=alpha),
+                                   mix.posterior_mean(x_tilde, alpha, sigma))
+    with pytest.raises(ValueError, match="positive signal scale"):
+        tweedie_denoise(x_tilde, x_tilde, 0.5, alpha=0.0)
+    with pytest.raises(ValueError, match="alpha must be a float"):
+        tweedie_denoise(x_tilde, x_tilde, 0.5, alpha=torch.ones(3))
+
+
+# ---------------------------------------------------------------------------- noise prediction, reverse step
+def test_score_is_minus_the_noise_prediction_over_sigma(mix):
+    """E[ε | x̃] = −σ ∇log p_σ(x̃): the residual ε + σ s(x̃) has mean 0 and is uncorrelated with x̃;
+    the clean score in its place (a model that ignores the noise level) leaves a correlated residual."""
+    sigma = 0.5
+    x = mix.sample(200_000, generator=gen())
+    eps = torch.randn(x.shape, generator=gen(1), dtype=torch.float64)
+    x_tilde = x + sigma * eps
+    for score, ok in [(mix.noised(1.0, sigma).score, True), (mix.score, False)]:
+        residual = eps + sigma * score(x_tilde)
+        centred = x_tilde - x_tilde.mean(0)
+        corr = (residual[:, :, None] * centred[:, None, :]).mean(0).abs().max().item()
+        assert (residual.mean(0).abs().max().item() < 0.01 and corr < 0.01) == ok
+
+
+def posterior_on_grid(gm, x_t, sigma, xs):
+    """p(x | x̃ = x_t) ∝ p(x) N(x_t; x, σ²) on a 1D grid: its mean and variance."""
+    w = torch.softmax(gm.log_prob(xs[:, None]) - (x_t - xs) ** 2 / (2 * sigma**2), dim=0)
+    mean = (w * xs).sum()
+    return mean.item(), (w * (xs - mean) ** 2).sum().item()
+
+
+def test_posterior_mean_and_variance_are_first_and_second_order_tweedie():
+    gm = GaussianMixture(torch.tensor([[-2.0], [1.0], [2.5]], dtype=torch.float64),
+                         torch.tensor([0.5, 0.3, 0.6], dtype=torch.float64), [0.3, 0.3, 0.4])
+    xs = torch.linspace(-10, 10, 20001, dtype=torch.float64)
+    for sigma in (0.1, 0.5, 1.0):
+        noised = gm.noised(1.0, sigma)
+        for x_t in (-2.0, 0.0, 1.7):
+            point = torch.tensor([[x_t]], dtype=torch.float64)
+            mean, var = posterior_on_grid(gm, x_t, sigma, xs)
+            assert abs(mean - (x_t + sigma**2 * noised.score(point).item())) < 1e-6
+            curv = torch.autograd.functional.jacobian(noised.score, point).reshape(()).item()
+            assert abs(var - (sigma**2 + sigma**4 * curv)) < 1e-6
+            # negative control: the clean density's curvature in place of p_σ's is wrong at σ = 1
+            if sigma == 1.0 and x_t == 0.0:
+                clean_curv = torch.autograd.functional.jacobian(gm.score, point).reshape(()).item()
+                assert abs(var - (sigma**2 + sigma**4 * clean_curv)) > 0.1
+
+
+# ---------------------------------------------------------------------------- where data is rare
+def test_between_modes_stays_away_from_the_modes():
+    toy = ncsn_toy()
+    pts = between_modes(toy, 5000, generator=gen())
+    assert pts.shape == (5000, 2) and pts.dtype == torch.float32
+    gap = (toy.means[1] - toy.means[0]).norm()
+    dist = torch.cdist(pts, toy.means).min(1).values
+    assert dist.min() >= 0.35 * gap - 1e-4
+    assert toy.log_prob(pts).exp().max() < 1e-5  # the region the data never visits
+    one_d = GaussianMixture([[-2.0], [3.0]], 0.5)
+    line = between_modes(one_d, 100, span=(0.2, 0.8), generator=gen())
+    assert line.shape == (100, 1) and line.min() >= -1.0 - 1e-6 and line.max() <= 2.0 + 1e-6
+    with pytest.raises(ValueError, match="two components"):
+        between_modes(GaussianMixture([[0.0, 0.0]], 1.0), 10)
+    with pytest.raises(ValueError, match="span"):
+        between_modes(toy, 10, span=(0.5, 1.5))
+
+
+def test_rare_region_error_is_scale_invariant():
+    """c × the exact score has relative error |1 − c| on the data and between the modes alike."""
+    toy, sigma = ncsn_toy(), 0.2
+    exact = toy.noised(1.0, sigma).score
+    for c in (0.0, 0.5, 0.9, 1.0, 1.3):
+        e = rare_region_error(lambda y: c * exact(y), toy, sigma, n=500, generator=gen())
+        assert isinstance(e, RegionErrors)
+        assert abs(e.dense - abs(1 - c)) < 1e-5 and abs(e.rare - abs(1 - c)) < 1e-5
+
+
+def test_poor_where_rare_and_its_negative_controls():
+    """The check holds for a score that is exact on the data and wrong between the modes, and
+    fails for the exact score, for 0.9 × the exact score (uniform error) and for an untrained
+    network (error everywhere): the contrast, not the size of the error, is what it detects."""
+    toy, sigma = ncsn_toy(), 0.2
+    noised = toy.noised(1.0, sigma)
+    errors = lambda score: rare_region_error(score, toy, sigma, generator=gen(9))
+
+    def exact_only_on_the_data(y):  # zero beyond 4.9 from every mode: no information where there is no data
+        return noised.score(y) * (torch.cdist(y, toy.means).min(1).values < 4.9)[:, None]
+
+    good = errors(exact_only_on_the_data)
+    assert good.dense < 0.01 and good.rare > 0.99 and poor_where_rare(good)
+    assert not poor_where_rare(errors(noised.score))
+    scaled = errors(lambda y: 0.9 * noised.score(y))
+    assert abs(scaled.dense - 0.1) < 1e-5 and not poor_where_rare(scaled)
+    torch.manual_seed(0)
+    untrained = errors(mlp(2, 2, hidden=64, depth=3))
+    assert untrained.dense > 0.5 and not poor_where_rare(untrained)
+    # the thresholds, one at a time
+    assert not poor_where_rare(RegionErrors(0.3, 2.0, 0.0, 0.0))   # not accurate on the data
+    assert not poor_where_rare(RegionErrors(0.1, 0.4, 0.0, 0.0))   # not poor enough between the modes
+    assert not poor_where_rare(RegionErrors(0.2, 0.55, 0.0, 0.0))  # no contrast (< 3 ×)
+    assert poor_where_rare(RegionErrors(0.1, 0.55, 0.0, 0.0))
