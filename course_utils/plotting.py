@@ -91,20 +91,30 @@ def vector_field(ax, field, title: str = "vector field", *, bounds=PLOT_BOUNDS, 
     return _finish(ax, title, bounds=bounds)
 
 
-def image_grid(ax, images, title: str = "samples", *, nrow: int | None = None):
-    """Tile `images: (B, 1, H, W)` in [-1, 1] into one grey image."""
+def image_grid(ax, images, title: str = "samples", *, nrow: int | None = None, pad_value: float = -1.0,
+               row_labels=None):
+    """Tile `images: (B, 1, H, W)` in [-1, 1] into one grey image, `nrow` images per row.
+
+    Each tile has a one-pixel frame of `pad_value` (−1, black, by default; a grey such as 0.2
+    makes the frames visible on black backgrounds). `row_labels` names the rows on the y axis."""
     imgs = _np(images)
     if imgs.ndim != 4 or imgs.shape[1] != 1:
         raise ValueError(f"image_grid expects (B, 1, H, W), got {imgs.shape}.")
     b, _, h, w = imgs.shape
     nrow = nrow or int(np.ceil(np.sqrt(b)))
     ncol = int(np.ceil(b / nrow))
-    tiles = np.full((ncol * nrow, h + 2, w + 2), -1.0)
+    tiles = np.full((ncol * nrow, h + 2, w + 2), float(pad_value))
     tiles[:b, 1:-1, 1:-1] = imgs[:, 0]
     canvas = tiles.reshape(ncol, nrow, h + 2, w + 2).transpose(0, 2, 1, 3).reshape(ncol * (h + 2), -1)
     ax.imshow(np.clip(canvas, -1, 1), cmap="gray", vmin=-1, vmax=1)
     ax.set_xticks([])
-    ax.set_yticks([])
+    if row_labels is not None:
+        if len(row_labels) != ncol:
+            raise ValueError(f"row_labels has {len(row_labels)} names for {ncol} rows of images.")
+        ax.set_yticks([(h + 2) * (i + 0.5) for i in range(ncol)], list(row_labels))
+        ax.tick_params(axis="y", length=0)
+    else:
+        ax.set_yticks([])
     ax.set_title(title)
     return ax
 

@@ -27,6 +27,19 @@ def test_image_grid_tiles_in_order():
     canvas = ax.images[0].get_array()
     assert canvas.shape == (8, 8)
     assert canvas[1, 5] == 0.0 and canvas[5, 1] == 1.0 and canvas[5, 5] == 0.5
+    assert canvas[0, 0] == -1.0  # the frame: black by default
+
+
+def test_image_grid_frames_and_row_labels():
+    fig, (ax,) = plotting.subplots(1)
+    imgs = -torch.ones(4, 1, 2, 2)  # black tiles: a black frame would vanish
+    plotting.image_grid(ax, imgs, nrow=2, pad_value=0.2, row_labels=["a", "b"])
+    canvas = ax.images[0].get_array()
+    assert canvas[0, 0] == pytest.approx(0.2) and canvas[1, 1] == -1.0
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    assert list(ax.get_yticks()) == [2.0, 6.0]  # the middle of each 4-pixel row
+    with pytest.raises(ValueError, match="2 names for 1 rows"):
+        plotting.image_grid(ax, imgs, nrow=4, row_labels=["a", "b"])
 
 
 def _titled_and_labelled(ax, title):
