@@ -117,6 +117,14 @@ def histogram(x: torch.Tensor, grid: Grid) -> torch.Tensor:
     return (counts.double() / (x.shape[0] * grid.cell_volume)).reshape(grid.shape)
 
 
+def histogram_tv(x: torch.Tensor, p: torch.Tensor, grid: Grid, factor: int = 4) -> torch.Tensor:
+    """TV between samples `x: (N, dim)` and a grid density `p`, on cells of `factor`^dim grid cells:
+    TV(histogram(x), coarsen(p)). The comparison of simulated paths with a Fokker–Planck solution;
+    a histogram of N exact draws sits at a floor of order √(cells / N)."""
+    coarse = grid.coarsen(factor)
+    return total_variation(histogram(x.detach().cpu().to(p.dtype), coarse), coarsen(p, grid, factor), coarse)
+
+
 def gibbs_density(potential: Callable[[torch.Tensor], torch.Tensor], beta: float, grid: Grid) -> torch.Tensor:
     """p ∝ exp(−β U), normalised on the grid: the stationary density of dx = −∇U dt + √(2/β) dW.
 

@@ -5,9 +5,17 @@ Time convention of notebooks 04–07: t = 0 is data, t = T (= 1) is noise.
     forward        dx = f(x, t) dt + g(t) dW                         (data → noise)
     reverse        dx = [f(x, t) − g(t)² ∇log p_t(x)] dt + g(t) dW̄    (Anderson 1982)
     prob. flow     dx = [f(x, t) − ½ g(t)² ∇log p_t(x)] dt             (Song et al. 2021, eq. 13)
+    family, λ ≥ 0  dx = [f(x, t) − ½(1 + λ²) g(t)² ∇log p_t(x)] dt + λ g(t) dW̄
 
+All of them have the forward marginals p_t: λ = 1 is the reverse SDE, λ = 0 the probability-flow
+ODE (`reverse_drift(drift, diffusion, score, lam)`, `sde.reverse(score, lam=...)`).
 The reverse equations run from t = T down to 0 (Δt < 0); `solvers.euler_maruyama` with
-`t_span=(T, 0)` and `solvers.odeint` integrate them as they are.
+`t_span=(T, 0)` and `solvers.odeint` integrate them as they are. `check_reverse` runs one
+and compares the mean and variance of its end points with the data's.
+
+The probability-flow ODE is a continuous normalizing flow (notebook 03), so it gives likelihoods:
+log p_0(x) = log p_T(x_T) + ∫_0^T ∇·f̃(x_t, t) dt along its path from x_0 = x, f̃ = f − ½ g² ∇log p_t
+(`probability_flow_log_prob`, with `cnf.integrate`'s exact divergence).
 
 Every SDE here is *affine*: its marginal given x(0) = x0 is the path of a schedule,
 x(t) = alpha_t x0 + sigma_t eps (course_utils.schedules). The SDE with those marginals has
@@ -28,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from . import cnf, solvers
 from .tensors import append_dims, batch_time
 from .schedules import AffineSchedule, OUSchedule, ScheduleOutput, VESchedule, VPSchedule
 
@@ -81,16 +90,41 @@ class SDE:
         eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
         return mean + append_dims(std, x0.ndim) * eps
 
-    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> "ReverseSDE":
-        """The reverse-time SDE (or, with `probability_flow=True`, the ODE) driven by `score_fn(x, t)`."""
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False, *, lam: float | None = None) -> "ReverseSDE":
+        """The reverse-time SDE driven by `score_fn(x, t)`: Anderson's (λ = 1, the default), the
+        probability-flow ODE (`probability_flow=True`, λ = 0), or the member `lam` = λ ≥ 0 of the family."""
         if not callable(score_fn):
             raise ValueError("score_fn must be a callable score(x, t) -> ∇log p_t(x).")
-        return ReverseSDE(self, score_fn, probability_flow)
+        if probability_flow and lam not in (None, 0):
+            raise ValueError(f"probability_flow=True is the member λ = 0; got lam={lam}.")
+        lam = 0.0 if probability_flow else 1.0 if lam is None else float(lam)
+        return ReverseSDE(self, score_fn, lam == 0, lam)
+
+
+def reverse_drift(drift, diffusion, score_fn: ScoreFn | None, lam: float = 1.0):
+    """The drift f − ½(1 + λ²) g² ∇log p_t of the reverse-time member λ ≥ 0, as `drift(x, t)` in t (dt < 0).
+
+    Its diffusion is λ g. λ = 1: Anderson's reverse SDE, f − g² ∇log p_t; λ = 0: the probability-flow
+    ODE, f − ½ g² ∇log p_t. `score_fn=None` leaves the score term out: the forward drift f read
+    backwards (the naive reversal, which does not bring the data back).
+    """
+    if lam < 0:
+        raise ValueError(f"The noise scale λ must be non-negative, got {lam}.")
+    if score_fn is None:
+        return lambda x, t: drift(x, batch_time(t, x))
+    c = 0.5 * (1 + lam**2)
+
+    def reverse(x: torch.Tensor, t) -> torch.Tensor:
+        t = batch_time(t, x)
+        g2 = append_dims(torch.as_tensor(diffusion(t), dtype=x.dtype, device=x.device) ** 2, x.ndim)
+        return drift(x, t) - c * g2 * score_fn(x, t)
+
+    return reverse
 
 
 @dataclass
 class ReverseSDE:
-    """dx = [f − c g² ∇log p_t] dt + [c = 1] g dW̄, with c = 1 (SDE) or ½ (probability-flow ODE).
+    """dx = [f − ½(1 + λ²) g² ∇log p_t] dt + λ g dW̄: λ = 1 the reverse SDE, λ = 0 the probability-flow ODE.
 
     Integrate from t = T to 0: `euler_maruyama(rev.drift, rev.diffusion, x_T, (T, 0))`, or, for
     the ODE, `odeint(model_field(rev.drift), x_T, (T, 0))`.
@@ -99,20 +133,54 @@ class ReverseSDE:
     sde: SDE
     score_fn: ScoreFn
     probability_flow: bool = False
+    lam: float | None = None
+
+    def __post_init__(self):
+        if self.lam is None:
+            self.lam = 0.0 if self.probability_flow else 1.0
+        if self.probability_flow != (self.lam == 0):
+            raise ValueError(f"probability_flow={self.probability_flow} disagrees with lam={self.lam}.")
 
     @property
     def T(self) -> float:
         return self.sde.T
 
     def drift(self, x: torch.Tensor, t) -> torch.Tensor:
-        t = batch_time(t, x)
-        g2 = append_dims(self.sde.diffusion(t) ** 2, x.ndim)
-        c = 0.5 if self.probability_flow else 1.0
-        return self.sde.drift(x, t) - c * g2 * self.score_fn(x, t)
+        return reverse_drift(self.sde.drift, self.sde.diffusion, self.score_fn, self.lam)(x, t)
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
-        g = self.sde.diffusion(t)
-        return torch.zeros_like(g) if self.probability_flow else g
+        return self.lam * self.sde.diffusion(t)
+
+
+class ReverseCheck(NamedTuple):
+    """End points of a reverse-time simulation against the data's moments (`check_reverse`)."""
+
+    x: torch.Tensor  # (B, *D) the end points at t = 0
+    mean: torch.Tensor  # (F,) their mean per coordinate
+    var: torch.Tensor  # (F,) their variance per coordinate
+    mean_error: float  # max over coordinates of |mean − data mean| / data std
+    var_ratio: float  # the ratio var / data var farthest from 1 (on a log scale)
+    passed: bool  # mean_error < tol and |log var_ratio| < log(1 + tol)
+
+
+def check_reverse(drift, diffusion, x_T: torch.Tensor, data_mean, data_var, *, T: float = 1.0, steps: int = 200,
+                  generator: torch.Generator | None = None, tol: float = 0.1) -> ReverseCheck:
+    """Run dx = drift dt + diffusion dW̄ from t = T down to 0 (Euler–Maruyama, Δt < 0) and compare the
+    end points' mean and variance per coordinate with the data's (`data_mean`, `data_var`: scalars or
+    (F,)). It passes when every mean is within `tol` data standard deviations and every variance
+    within a factor 1 + `tol` of the data's. A drift without the score term fails it: it keeps
+    spreading the noise instead of bringing it back.
+    """
+    x = solvers.euler_maruyama(drift, diffusion, x_T, (T, 0.0), steps=steps, generator=generator).x
+    flat = x.detach().flatten(1).double().cpu()
+    mean, var = flat.mean(0), flat.var(0)
+    data_mean = torch.as_tensor(data_mean, dtype=torch.float64).flatten().expand_as(mean)
+    data_var = torch.as_tensor(data_var, dtype=torch.float64).flatten().expand_as(var)
+    mean_error = float(((mean - data_mean).abs() / data_var.sqrt()).max())
+    log_ratio = torch.log(var / data_var)
+    var_ratio = float(torch.exp(log_ratio[log_ratio.abs().argmax()])) if torch.isfinite(log_ratio).all() else math.inf
+    passed = mean_error < tol and abs(math.log(var_ratio)) < math.log(1 + tol) if math.isfinite(var_ratio) else False
+    return ReverseCheck(x, mean, var, mean_error, var_ratio, bool(passed))
 
 
 class AffineSDE(SDE):
@@ -223,3 +291,22 @@ class OrnsteinUhlenbeck(AffineSDE):
     def prior_std(self) -> float:
         """The stationary std σ/√(2θ)."""
         return self.sigma / math.sqrt(2 * self.theta)
+
+
+def probability_flow_log_prob(sde: SDE, score_fn: ScoreFn, x: torch.Tensor, *, method: str = "dopri5",
+                              rtol: float = 1e-6, atol: float = 1e-6, steps: int = 64,
+                              prior_log_prob=None) -> torch.Tensor:
+    """log p_0(x) by the probability-flow ODE: `(B, *D) -> (B,)`.
+
+    Integrates dx/dt = f̃(x, t) = f − ½ g² ∇log p_t with its divergence (`cnf.integrate`, exact trace)
+    from t = 0 to T and returns log p_T(x_T) + ∫ ∇·f̃ dt, with log p_T the SDE's prior (or
+    `prior_log_prob(x_T)`). Exact up to the solver's error and the prior's approximation of p_T.
+    The default adaptive solver copes with points far in the tails, where the flow is stiff near
+    t = 0; `steps` is used by the fixed-step methods only.
+    """
+    pf = sde.reverse(score_fn, probability_flow=True)
+    with torch.no_grad():
+        sol = cnf.integrate(lambda y, t: pf.drift(y, t), x, (0.0, sde.T), method=method, steps=steps,
+                            rtol=rtol, atol=atol)
+    prior = sde.prior_log_prob if prior_log_prob is None else prior_log_prob
+    return prior(sol.x) - sol.delta_log_p

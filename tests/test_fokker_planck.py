@@ -173,3 +173,48 @@ def test_stationary_density_check_names_the_mistake(capsys):
     no_beta = lambda U, beta, x: reference_stationary_density(U, 1.0, x)
     with pytest.raises(exercises.ExerciseError, match="β is missing"):
         exercises.check_stationary_density(no_beta)
+
+
+# ---------------------------------------------------------------------------- notebook 04's comparisons, with negative controls
+def test_histogram_tv_is_tv_of_the_histogram_on_coarse_cells():
+    grid = fp.Grid((-4.0, 4.0), 80, 1)
+    x = torch.randn(20_000, 1, generator=torch.Generator().manual_seed(0))
+    p = grid.evaluate(gauss_1d(0.0, 1.0))
+    coarse = grid.coarsen(4)
+    want = fp.total_variation(fp.histogram(x.double(), coarse), fp.coarsen(p, grid, 4), coarse)
+    torch.testing.assert_close(fp.histogram_tv(x, p, grid), want)
+    assert fp.histogram_tv(x, p, grid) < 0.03  # exact draws: only the sampling floor
+    assert fp.histogram_tv(x + 1, p, grid) > 0.3
+
+
+def test_fokker_planck_matches_simulated_paths_and_a_wrong_equation_does_not():
+    """The notebook's check (TV between a histogram of Euler–Maruyama paths and the grid solution < 0.05)
+    passes for the right equation and fails for the wrong diffusion coefficient or a zero drift."""
+    from course_utils import solvers
+
+    gm = mixtures.GaussianMixture([[-2.0], [1.5]], [0.3, 0.4], [0.25, 0.75])
+    ou, grid = sdes.OrnsteinUhlenbeck(1.0, 1.0), fp.Grid((-5.0, 5.0), 200, 1)
+    gen = torch.Generator().manual_seed(0)
+    x = solvers.euler_maruyama(ou.drift, ou.diffusion, gm.sample(20_000, generator=gen), (0.0, 1.0), steps=200,
+                               generator=gen).x
+    p0 = grid.evaluate(lambda y: gm.log_prob(y.float()).exp().double())
+    solve = lambda drift, g: fp.solve(drift, g, p0, grid, [0.0, 1.0], time_homogeneous=True).p[-1]
+    assert fp.histogram_tv(x, solve(ou.drift, ou.diffusion), grid) < 0.05
+    assert fp.histogram_tv(x, solve(ou.drift, 2.0), grid) > 0.08  # twice the noise
+    assert fp.histogram_tv(x, solve(ou.drift, math.sqrt(0.5)), grid) > 0.08  # D = ¼ g² instead of ½ g²
+    assert fp.histogram_tv(x, solve(lambda y, t: torch.zeros_like(y), ou.diffusion), grid) > 0.08  # no drift
+
+
+def test_paths_relax_to_the_gibbs_density_at_their_own_temperature_only():
+    """Stationarity: paths of dx = −U' dt + √(2/β) dW end on e^{−βU}/Z, not on the Gibbs density of another β."""
+    from course_utils import solvers
+
+    beta, grid = 2.0, fp.Grid((-2.0, 2.0), 40, 1)
+    U = lambda x: (x[:, 0] ** 2 - 1) ** 2
+    gen = torch.Generator().manual_seed(0)
+    x = solvers.euler_maruyama(lambda x, t: -4 * x * (x**2 - 1), lambda t: math.sqrt(2 / beta),
+                               0.5 * torch.randn(20_000, 1, generator=gen, dtype=torch.float64), (0.0, 2.0),
+                               steps=400, generator=gen).x
+    assert fp.histogram_tv(x, fp.gibbs_density(U, beta, grid), grid) < 0.05
+    for wrong in (1.0, 4.0):
+        assert fp.histogram_tv(x, fp.gibbs_density(U, wrong, grid), grid) > 0.1

@@ -160,3 +160,147 @@ def test_euler_maruyama_step_check_names_the_mistake(capsys):
 
     with pytest.raises(exercises.ExerciseError, match="not implemented yet"):
         exercises.check_euler_maruyama_step(stub)
+
+
+# ---------------------------------------------------------------------------- the reverse-time family (notebook 04)
+MIX = mixtures.GaussianMixture([[-2.0], [1.5]], [0.3, 0.4], [0.25, 0.75])
+MIX_VAR = (MIX.weights * (MIX.stds[:, 0] ** 2 + MIX.means[:, 0] ** 2)).sum() - MIX.mean() ** 2
+
+
+def _reverse_check(drift, diffusion, n=4000, steps=200, seed=0):
+    vp = sdes.VPSDE()
+    x1 = vp.prior_sample((n, 1), generator=torch.Generator().manual_seed(seed))
+    return sdes.check_reverse(drift, diffusion, x1, MIX.mean(), MIX_VAR, steps=steps,
+                              generator=torch.Generator().manual_seed(seed + 1))
+
+
+def test_reverse_drift_is_the_family_of_the_reverse_sde_and_the_probability_flow():
+    vp, score = sdes.VPSDE(), lambda x, t: -x * 2.0 + 0.3
+    x, t = torch.randn(5, 2), torch.rand(5)
+    g2 = vp.diffusion(t)[:, None] ** 2
+    for lam in (0.0, 0.5, 1.0, 2.0):
+        want = vp.drift(x, t) - 0.5 * (1 + lam**2) * g2 * score(x, t)
+        torch.testing.assert_close(sdes.reverse_drift(vp.drift, vp.diffusion, score, lam)(x, t), want)
+        member = vp.reverse(score, lam=lam)
+        torch.testing.assert_close(member.drift(x, t), want)
+        torch.testing.assert_close(member.diffusion(t), lam * vp.diffusion(t))
+    torch.testing.assert_close(vp.reverse(score, lam=1.0).drift(x, t), vp.reverse(score).drift(x, t))
+    torch.testing.assert_close(vp.reverse(score, lam=0.0).drift(x, t),
+                               vp.reverse(score, probability_flow=True).drift(x, t))
+    assert vp.reverse(score, lam=0.0).probability_flow and not vp.reverse(score, lam=0.5).probability_flow
+    torch.testing.assert_close(sdes.reverse_drift(vp.drift, vp.diffusion, None)(x, t), vp.drift(x, t))
+    with pytest.raises(ValueError, match="non-negative"):
+        sdes.reverse_drift(vp.drift, vp.diffusion, score, -1.0)
+    with pytest.raises(ValueError, match="λ = 0"):
+        vp.reverse(score, probability_flow=True, lam=0.5)
+
+
+def test_the_score_term_brings_the_data_back_and_its_absence_or_wrong_sign_does_not():
+    """Notebook 04, section 6: the same check passes Anderson's drift and fails the naive reversal
+    (no score term) and the wrong sign."""
+    vp = sdes.VPSDE()
+    score = MIX.marginal_score(vp.schedule)
+    good = _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, score), vp.diffusion)
+    assert good.passed and good.mean_error < 0.05 and abs(good.var_ratio - 1) < 0.05
+    naive = _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, None), vp.diffusion)
+    assert not naive.passed and naive.var_ratio > 1000  # the noise is blown up, not brought back
+    # the naive reversal is linear: from Var = 1 at t = 1 its variance ends near 2 e^{∫β} − 1
+    closed = 2 * math.exp(vp.beta_min + 0.5 * (vp.beta_max - vp.beta_min)) - 1
+    assert abs(naive.var.item() / closed - 1) < 0.2
+    wrong = _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, lambda x, t: -score(x, t)), vp.diffusion)
+    assert not wrong.passed and wrong.var_ratio > 1000
+    # the probability-flow coefficient ½ with the reverse SDE's noise g is a wrong member too
+    half = _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, score, lam=0.0), vp.diffusion)
+    assert not half.passed
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 1.0, 2.0])
+def test_every_member_of_the_family_recovers_the_mixture(lam):
+    vp = sdes.VPSDE()
+    member = vp.reverse(MIX.marginal_score(vp.schedule), lam=lam)
+    r = _reverse_check(member.drift, member.diffusion)
+    assert r.passed, (r.mean_error, r.var_ratio)
+    left = (MIX.responsibilities(r.x).argmax(1) == 0).double().mean()
+    assert abs(left - 0.25) < 0.03
+
+
+@pytest.mark.parametrize("coefficient", ["linear", "forward"])
+def test_a_wrong_family_coefficient_fails_the_check(coefficient):
+    """Negative controls of the family: ½(1 + λ) instead of ½(1 + λ²), or the forward member's ½(1 − λ²),
+    with the noise λ g, at λ = 2."""
+    vp, lam = sdes.VPSDE(), 2.0
+    score = MIX.marginal_score(vp.schedule)
+    c = 0.5 * (1 + lam) if coefficient == "linear" else 0.5 * (1 - lam**2)
+    drift = lambda x, t: vp.drift(x, t) - c * vp.diffusion(t)[:, None] ** 2 * score(x, t)
+    assert not _reverse_check(drift, lambda t: lam * vp.diffusion(t)).passed
+
+
+def test_check_reverse_reports_moments():
+    vp = sdes.VPSDE()
+    x1 = torch.randn(3000, 2, generator=torch.Generator().manual_seed(0))
+    zero = lambda x, t: torch.zeros_like(x)
+    r = sdes.check_reverse(zero, lambda t: 0.0, x1, 0.0, 1.0, steps=5)  # nothing moves: N(0, I) stays
+    assert r.passed and r.x.shape == (3000, 2) and r.mean.shape == (2,)
+    r = sdes.check_reverse(zero, lambda t: 0.0, 3 * x1, 0.0, 1.0, steps=5)
+    assert not r.passed and abs(r.var_ratio - 9) < 1
+    r = sdes.check_reverse(zero, lambda t: 0.0, x1 + 1, 0.0, 1.0, steps=5)
+    assert not r.passed and abs(r.mean_error - 1) < 0.1
+
+
+def test_probability_flow_likelihood_is_the_mixture_density():
+    """Notebook 04, section 7: log p_0 by the probability-flow ODE (cnf's exact divergence) against the
+    exact mixture density, also off the modes; a wrong score (none, or another mixture's) fails."""
+    vp, eight = sdes.VPSDE(), mixtures.eight_gaussians()
+    gen = torch.Generator().manual_seed(0)
+    wide = mixtures.GaussianMixture(eight.means, 2 * eight.stds)
+    x = torch.cat([eight.sample(8, generator=gen), wide.sample(8, generator=gen)]).double()
+    exact = eight.log_prob(x)
+    got = sdes.probability_flow_log_prob(vp, eight.marginal_score(vp.schedule), x)
+    assert got.shape == (16,) and not got.requires_grad
+    torch.testing.assert_close(got, exact, atol=0.02, rtol=0)
+    no_score = sdes.probability_flow_log_prob(vp, lambda y, t: torch.zeros_like(y), x)
+    assert (no_score - exact).abs().max() > 0.5
+    # the score of another mixture gives that mixture's density, not this one's
+    other = sdes.probability_flow_log_prob(vp, wide.marginal_score(vp.schedule), x)
+    torch.testing.assert_close(other, wide.log_prob(x), atol=0.02, rtol=0)
+    assert (other - exact).abs().max() > 0.5
+
+
+# ---------------------------------------------------------------------------- exercise check: family_drift
+def test_family_drift_check_names_the_mistake(capsys):
+    from course_utils import exercises
+    from course_utils.exercises.sdes import reference_family_drift
+
+    # the reference is the library's drift of the member λ
+    vp, score = sdes.VPSDE(), lambda x, t: -1.7 * x
+    x, t = torch.randn(6, 2, dtype=torch.float64), torch.rand(6, dtype=torch.float64)
+    for lam in (0.0, 0.7, 1.0):
+        torch.testing.assert_close(reference_family_drift(vp.drift, vp.diffusion, score, x, t, lam),
+                                   vp.reverse(score, lam=lam).drift(x, t))
+    exercises.check_family_drift(reference_family_drift)
+    assert "agrees" in capsys.readouterr().out
+
+    def member(c, score_sign=-1.0, g_power=2, drift_sign=1.0):
+        return lambda f, g, s, x, t, lam: (drift_sign * f(x, t)
+                                           + score_sign * c(lam) * g(t)[:, None] ** g_power * s(x, t))
+
+    cases = {
+        "wrong sign": member(lambda lam: 0.5 * (1 + lam**2), score_sign=1.0),
+        "reversed time": member(lambda lam: 0.5 * (1 + lam**2), score_sign=1.0, drift_sign=-1.0),
+        r"g\(t\)²": member(lambda lam: 0.5 * (1 + lam**2), g_power=1),
+        "linear in λ": member(lambda lam: 0.5 * (1 + lam)),
+        "FORWARD-time": member(lambda lam: 0.5 * (1 - lam**2)),
+        "a ½ is missing": member(lambda lam: 1 + lam**2),
+        "reverse SDE": member(lambda lam: 1.0),
+        "probability-flow ODE": member(lambda lam: 0.5),
+        "score term is missing": member(lambda lam: 0.0),
+    }
+    for message, wrong in cases.items():
+        with pytest.raises(exercises.ExerciseError, match=message):
+            exercises.check_family_drift(wrong)
+
+    def stub(f, g, s, x, t, lam):
+        raise NotImplementedError
+
+    with pytest.raises(exercises.ExerciseError, match="not implemented yet"):
+        exercises.check_family_drift(stub)

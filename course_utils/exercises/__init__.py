@@ -21,6 +21,7 @@ from .normalizing_flows import check_coupling_log_det, check_linear_pushforward_
 from .neural_odes import check_adjoint_rhs, check_rk4_step  # noqa: F401
 from .cnf import check_augmented_dynamics, check_hutchinson_divergence  # noqa: F401
 from .sdes import check_euler_maruyama_step, check_stationary_density  # noqa: F401
+from .sdes import check_family_drift  # noqa: F401
 from .score_matching import check_dsm_loss, check_tweedie_denoiser  # noqa: F401
 from .langevin import check_geometric_sigmas, check_langevin_step  # noqa: F401
 from .diffusion import check_cfg_eps, check_ddim_step, check_q_sample  # noqa: F401

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._core import Exercise, Mistake, away_from_one, randint, uniform
+from ._core import Case, Exercise, Mistake, away_from_one, randint, uniform
 
 
 # ---------------------------------------------------------------------------- Euler–Maruyama
@@ -99,3 +99,83 @@ STATIONARY_DENSITY = Exercise(
 def check_stationary_density(student_fn) -> None:
     """Exercise: the stationary density of dx = −U'(x) dt + √(2/β) dW on a grid."""
     STATIONARY_DENSITY.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- the reverse-time family
+def _family(drift, diffusion, score, x, t, lam, *, c=None, score_sign=-1.0, g_power=2, drift_sign=1.0):
+    """drift_sign·f + score_sign·c·g^g_power·score; the defaults, c = ½(1 + λ²), are the right drift."""
+    c = 0.5 * (1 + lam**2) if c is None else c
+    return drift_sign * drift(x, t) + score_sign * c * diffusion(t)[:, None] ** g_power * score(x, t)
+
+
+def reference_family_drift(drift, diffusion, score, x, t, lam):
+    """The drift, in t with dt < 0, of the reverse-time SDE with noise λ g(t) dW̄ whose marginals are the
+    forward p_t: f(x, t) − ½(1 + λ²) g(t)² ∇log p_t(x), for `x: (B, d)`, `t: (B,)`."""
+    return drift(x, t) - 0.5 * (1 + lam**2) * diffusion(t)[:, None] ** 2 * score(x, t)
+
+
+def _family_inputs(lam_of):
+    def make(gen):
+        b, d = randint(3, 9, gen), randint(1, 4, gen)
+        A = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        P = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        m = torch.randn(d, generator=gen, dtype=torch.float64)
+        c0, c1 = 1.5 + torch.rand(2, generator=gen, dtype=torch.float64)  # g(t) ∈ [1.5, 5]: g² ≠ g
+
+        def drift(x, t):  # a linear, time-dependent drift
+            return x @ A.T * (1 + t[:, None])
+
+        def diffusion(t):  # g(t) of shape (B,)
+            return c0 + c1 * t
+
+        def score(x, t):  # an affine, time-dependent stand-in for ∇log p_t
+            return (m - x @ P @ P.T) / (1 + t[:, None])
+
+        x = torch.randn(b, d, generator=gen, dtype=torch.float64)
+        t = 0.05 + 0.9 * torch.rand(b, generator=gen, dtype=torch.float64)
+        return (drift, diffusion, score, x, t, lam_of(gen))
+
+    return make
+
+
+def _generic_lam(gen):
+    """λ in [0.25, 0.75] or [1.3, 2.5]: away from 0 and 1, where ½(1 + λ) and ½(1 + λ²) agree."""
+    return uniform(0.25, 0.75, gen) if torch.rand(1, generator=gen) < 0.5 else uniform(1.3, 2.5, gen)
+
+
+FAMILY_DRIFT = Exercise(
+    "family_drift", reference_family_drift, [
+        Case(_family_inputs(_generic_lam), "λ = 0.25…0.75 or 1.3…2.5"),
+        Case(_family_inputs(lambda gen: 1.0), "λ = 1, the reverse SDE"),
+        Case(_family_inputs(lambda gen: 0.0), "λ = 0, the probability-flow ODE"),
+    ], atol=1e-8, rtol=1e-6, mistakes=[
+        Mistake(lambda *a: _family(*a, score_sign=1.0),
+                "the score term has the wrong sign: running backwards, the drift must push mass UP the density, "
+                "f − c g² ∇log p_t with c > 0."),
+        Mistake(lambda *a: _family(*a, drift_sign=-1.0, score_sign=1.0),
+                "this is the drift in the reversed time 1 − t; the course writes the reverse equations in t itself, "
+                "run with dt < 0 (as `vp.reverse` does), so f keeps its sign."),
+        Mistake(lambda *a: _family(*a, g_power=1),
+                "the score term is multiplied by g(t), but the diffusion enters Fokker–Planck as g(t)² (D = ½ g²)."),
+        Mistake(lambda *a: _family(*a, c=0.5 * (1 + a[5])),
+                "the coefficient is linear in λ, but the noise λ g dW̄ spreads mass at the rate ½ (λ g)²: "
+                "λ enters squared."),
+        Mistake(lambda *a: _family(*a, c=0.5 * (1 - a[5] ** 2)),
+                "this is the drift of the FORWARD-time SDE with noise λ g; reversing it (Anderson, section 6) "
+                "subtracts a further (λ g)² ∇log p_t."),
+        Mistake(lambda *a: _family(*a, c=1 + a[5] ** 2),
+                "the coefficient is twice too large: a ½ is missing (D = ½ g²)."),
+        Mistake(lambda *a: _family(*a, c=1.0),
+                "the drift does not depend on λ: that is the reverse SDE (λ = 1) for every λ; the less noise the "
+                "sampler injects, the less of the score term it needs."),
+        Mistake(lambda *a: _family(*a, c=0.5),
+                "the drift does not depend on λ: that is the probability-flow ODE (λ = 0) for every λ; the noise "
+                "λ g dW̄ spreads mass, and the drift must undo that too."),
+        Mistake(lambda *a: _family(*a, c=0.0),
+                "the score term is missing: read backwards, the forward drift alone keeps spreading mass."),
+    ])
+
+
+def check_family_drift(student_fn) -> None:
+    """Exercise: the drift of the reverse-time SDE with noise λ g that keeps the forward marginals."""
+    FAMILY_DRIFT.check(student_fn)
