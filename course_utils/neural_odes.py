@@ -6,6 +6,9 @@
 - `integrate(step, f, x0, t_span, steps)`: repeat a step on an equal grid.
 - `adjoint_rhs(f, t, x, a)`: da/dt = −aᵀ ∂f/∂x (Chen et al. 2018, eq. 4), per sample.
 - `empirical_order(h, err)`: the slope p of log err ≈ p log h + c.
+- `convergence_order(solve, n_steps, exact)`: errors of a solver on ever finer grids, and their order.
+- `adjoint_gradients(net, x1, a1, t0, t1, steps)`: the adjoint method written out, [x, a, a_θ] integrated
+  backward from t1 to t0; `adjoint_gradient_gaps` compares it with backpropagation through the steps.
 - `SavedTensorMeter`: bytes of the tensors autograd keeps for the backward pass.
 
 `course_utils.solvers.odeint` (torchdiffeq) is what later notebooks use; these are the
@@ -13,6 +16,8 @@ lesson's own versions, tested against it.
 """
 
 from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -90,6 +95,72 @@ def empirical_order(h, err) -> float:
     return float((dh * de).sum() / (dh * dh).sum())
 
 
+class Convergence(NamedTuple):
+    order: float  # least-squares slope of log err against log h
+    h: list[float]  # step sizes
+    err: list[float]  # |x_N − x(t1)| for each step size
+
+
+def convergence_order(solve: Callable[[int], torch.Tensor], n_steps: Sequence[int], exact: torch.Tensor,
+                      duration: float = 1.0) -> Convergence:
+    """Measure a solver's order: `solve(n)` is its end state after `n` equal steps over `duration`,
+    `exact` the true end state; err(h) = |solve(n) − exact| with h = duration / n, and the order is
+    the slope of log err against log h (`empirical_order`). A method of order p gives p."""
+    h = [duration / n for n in n_steps]
+    err = [(solve(n) - exact).norm().item() for n in n_steps]
+    return Convergence(empirical_order(h, err), h, err)
+
+
+def adjoint_gradients(net: torch.nn.Module, x1: torch.Tensor, a1: torch.Tensor, t0: float, t1: float,
+                      steps: int, *, rhs=adjoint_rhs, step=rk4_step):
+    """[x(t0), ∂L/∂x(t0), ∂L/∂θ] for dx/dt = net(x), by the adjoint method (Chen et al. 2018, alg. 1).
+
+    The augmented state s = [x, a, a_θ], of size 2·x1.numel() + |θ|, obeys
+    ds/dt = [f, −aᵀ∂f/∂x, −aᵀ∂f/∂θ] (the middle one is `rhs`); it is integrated with `steps` steps of
+    `step` from s(t1) = [x1, a1, 0] back to t0. a1 = ∂L/∂x(t1).
+    """
+    params = list(net.parameters())
+    f = lambda t, x: net(x)  # noqa: E731
+    x1, a1, d = x1.detach(), a1.detach(), x1.numel()
+
+    def augmented(t, s):
+        x, a = s[:d].view_as(x1), s[d:2 * d].view_as(x1)
+        with torch.enable_grad():
+            f_x = f(t, x)
+            a_J_theta = torch.autograd.grad(f_x, params, grad_outputs=a, allow_unused=True,
+                                            materialize_grads=True)  # aᵀ ∂f/∂θ
+        return torch.cat([f_x.detach().flatten(), rhs(f, t, x, a).flatten(),
+                          -torch.cat([g.flatten() for g in a_J_theta])])
+
+    s1 = torch.cat([x1.flatten(), a1.flatten(), x1.new_zeros(sum(p.numel() for p in params))])
+    s0 = integrate(step, augmented, s1, (t1, t0), steps).x
+    return s0[:d].view_as(x1), s0[d:2 * d].view_as(x1), s0[2 * d:]
+
+
+class GradientGaps(NamedTuple):
+    dx0: float  # relative gap |adjoint − backprop| / |backprop| in ∂L/∂x(t0)
+    dtheta: float  # the same for ∂L/∂θ
+    rebuilt: float  # max |x(t0) rebuilt by the backward solve − x(t0)|
+
+
+def adjoint_gradient_gaps(adjoint_fn, net: torch.nn.Module, x0: torch.Tensor, t0: float, t1: float, steps: int,
+                          *, step=rk4_step) -> GradientGaps:
+    """Compare an adjoint implementation with backpropagation through `steps` steps of `step`.
+
+    The loss is L = Σ |x(t1)|², so a(t1) = 2 x(t1). `adjoint_fn(net, x1, a1, t0, t1, steps)` must return
+    [x(t0), ∂L/∂x(t0), ∂L/∂θ] as `adjoint_gradients` does; a correct one differs from backpropagation
+    only by the solver's error, which shrinks like h⁴ for RK4.
+    """
+    params = list(net.parameters())
+    x0 = x0.detach().requires_grad_(True)
+    x_end = integrate(step, lambda t, x: net(x), x0, (t0, t1), steps).x
+    grads = torch.autograd.grad(x_end.pow(2).sum(), [x0, *params])
+    x_rebuilt, dx0, dtheta = adjoint_fn(net, x_end.detach(), 2 * x_end.detach(), t0, t1, steps)
+    dtheta_bp = torch.cat([g.flatten() for g in grads[1:]])
+    rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
+    return GradientGaps(rel(dx0, grads[0]), rel(dtheta, dtheta_bp), (x_rebuilt - x0).abs().max().item())
+
+
 class SavedTensorMeter:
     """Counts the bytes autograd saves for the backward pass inside a `with` block.
 
@@ -125,5 +196,6 @@ class SavedTensorMeter:
 
 
 __all__ = [
-    "euler_step", "rk4_step", "integrate", "adjoint_rhs", "empirical_order", "SavedTensorMeter",
+    "euler_step", "rk4_step", "integrate", "adjoint_rhs", "empirical_order", "Convergence", "convergence_order",
+    "adjoint_gradients", "GradientGaps", "adjoint_gradient_gaps", "SavedTensorMeter",
 ]

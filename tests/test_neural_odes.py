@@ -123,3 +123,109 @@ def test_saved_tensor_meter_counts_storages_once():
     assert meter.bytes == 0
     z.sum().backward()  # the hooks left the graph usable
     torch.testing.assert_close(x.grad, (w * w).detach())
+
+
+# ---------------------------------------------------------------- the notebook's headline checks
+
+
+def _four_stage(weights=(1 / 6, 1 / 3, 1 / 3, 1 / 6), times=(0.5, 0.5, 1.0)):
+    def step(f, t, x, h):
+        k1 = f(t, x)
+        k2 = f(t + times[0] * h, x + h / 2 * k1)
+        k3 = f(t + times[1] * h, x + h / 2 * k2)
+        k4 = f(t + times[2] * h, x + h * k3)
+        return x + h * (weights[0] * k1 + weights[1] * k2 + weights[2] * k3 + weights[3] * k4)
+
+    return step
+
+
+def _order(step):
+    """The notebook's measurement: the spiral dx/dt = (1 + t) A x from t = 0 to 1, 8 to 256 steps."""
+    x0 = torch.tensor([[1.5, 0.0], [0.0, -1.0]], **F64)
+    solve = lambda n: node.integrate(step, growing, x0, (0.0, 1.0), n).x  # noqa: E731
+    return node.convergence_order(solve, [8, 16, 32, 64, 128, 256], growing_exact(x0, 1.0))
+
+
+def test_convergence_order_measures_euler_and_rk4():
+    for step, order in [(node.euler_step, 1), (node.rk4_step, 4), (_four_stage(), 4)]:
+        conv = _order(step)
+        assert abs(conv.order - order) < 0.3, conv.order  # the notebook's assert
+        assert conv.h == [1 / n for n in (8, 16, 32, 64, 128, 256)] and len(conv.err) == 6
+    # two ways to the same slope: the measured errors against C h^p fitted at the two ends
+    conv = _order(node.rk4_step)
+    assert abs(math.log(conv.err[0] / conv.err[-1]) / math.log(conv.h[0] / conv.h[-1]) - 4) < 0.3
+
+
+@pytest.mark.parametrize("wrong, order", [
+    (_four_stage(weights=(1 / 4, 1 / 4, 1 / 4, 1 / 4)), 2),  # equal weights: order 2 (Σ b c² ≠ 1/3)
+    (_four_stage(weights=(1 / 6, 1 / 6, 1 / 2, 1 / 6)), 2),  # k2, k3 weighted 1/6, 1/2: Σ b a c ≠ 1/6
+    (_four_stage(times=(0.0, 0.0, 0.0)), 1),  # every slope at time t: order 1 on a time-dependent field
+])
+def test_convergence_order_catches_a_wrong_rk4_step(wrong, order):
+    """Negative control: a step with one wrong coefficient still converges, at the wrong order, and the
+    notebook's check |order − 4| < 0.3 fails on it."""
+    measured = _order(wrong).order
+    assert abs(measured - 4) > 0.3 and abs(measured - order) < 0.5, measured
+
+
+def _small_net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()
+
+
+def test_adjoint_gradients_agree_with_backprop_to_solver_accuracy():
+    net, x0 = _small_net(), torch.randn(8, 2, generator=torch.Generator().manual_seed(0), **F64)
+    gaps = {n: node.adjoint_gradient_gaps(node.adjoint_gradients, net, x0, 0.0, 2.0, n) for n in (5, 10)}
+    assert max(gaps[5]) < 1e-2  # the notebook's bound
+    assert gaps[5].dx0 / gaps[10].dx0 > 8 and gaps[5].dtheta / gaps[10].dtheta > 8  # a solver error, O(h⁴)
+    # the library's adjoint against torchdiffeq's odeint_adjoint on the same problem (another implementation)
+    params = list(net.parameters())
+    x = x0.clone().requires_grad_(True)
+    x_end = solvers.odeint(lambda t, z: net(z), x, (0.0, 2.0), method="dopri5", rtol=1e-10, atol=1e-10,
+                           adjoint=True, adjoint_params=params).x
+    want = torch.autograd.grad(x_end.pow(2).sum(), [x, *params])
+    x1 = node.integrate(node.rk4_step, lambda t, z: net(z), x0, (0.0, 2.0), 200).x
+    rebuilt, dx0, dtheta = node.adjoint_gradients(net, x1, 2 * x1, 0.0, 2.0, 200)
+    torch.testing.assert_close(rebuilt, x0, atol=1e-8, rtol=0)
+    torch.testing.assert_close(dx0, want[0], atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(dtheta, torch.cat([g.flatten() for g in want[1:]]), atol=1e-7, rtol=1e-6)
+    assert len(dtheta) == sum(p.numel() for p in params)  # the augmented state: 2D + |θ|
+
+
+@pytest.mark.parametrize("wrong", ["sign", "no sign on θ"])
+def test_adjoint_gap_check_fails_for_a_wrong_adjoint(wrong):
+    """Negative control: the notebook's comparison (gaps < 1e-2) fails for an adjoint with the wrong sign."""
+    net, x0 = _small_net(1), torch.randn(8, 2, generator=torch.Generator().manual_seed(1), **F64)
+    if wrong == "sign":
+        adjoint = lambda *a: node.adjoint_gradients(  # noqa: E731
+            *a, rhs=lambda f, t, x, adj: -node.adjoint_rhs(f, t, x, adj))
+        gaps = node.adjoint_gradient_gaps(adjoint, net, x0, 0.0, 2.0, 20)
+        assert gaps.dx0 > 0.1 and gaps.dtheta > 0.05, gaps
+    else:  # a_θ accumulated with the wrong sign: ∂L/∂θ comes out negated
+        def adjoint(*a):
+            x, dx, dtheta = node.adjoint_gradients(*a)
+            return x, dx, -dtheta
+
+        gaps = node.adjoint_gradient_gaps(adjoint, net, x0, 0.0, 2.0, 20)
+        assert gaps.dx0 < 1e-2 and abs(gaps.dtheta - 2) < 1e-2, gaps
+    assert max(gaps) > 1e-2
+
+
+def test_one_dimensional_ode_maps_are_increasing_and_augmentation_reverses():
+    """A 1D ODE's time-1 map keeps the order of points (paths cannot cross); the check of the notebook
+    (`diff > 0` on a grid) holds for any 1D field and fails for the augmented half turn, which maps x to −x."""
+    x = torch.linspace(-3, 3, 61, **F64)[:, None]
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.mul_(3)  # a strong field
+            psi = node.integrate(node.rk4_step, lambda t, z: net(z) * (1 + t), x, (0.0, 1.0), 50).x[:, 0]
+        assert (psi.diff() > 0).all()
+        assert ((psi + x[:, 0]) ** 2).mean() >= (x ** 2).mean()  # no increasing map beats mapping to 0
+    half_turn = torch.tensor([[0.0, -math.pi], [math.pi, 0.0]], **F64)
+    lifted = torch.cat([x, torch.zeros_like(x)], 1)
+    turned = node.integrate(node.rk4_step, lambda t, z: z @ half_turn.T, lifted, (0.0, 1.0), 20).x[:, 0]
+    torch.testing.assert_close(turned, -x[:, 0], atol=1e-4, rtol=0)
+    assert not (turned.diff() > 0).all()  # the negative control: the monotonicity check fails

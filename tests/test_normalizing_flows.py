@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from course_utils import exercises, train
+from course_utils import data, exercises, train
 from course_utils import normalizing_flows as nf
 
 
@@ -283,3 +283,131 @@ def test_known_mistakes_are_told_apart(exercise):
     for i in range(len(outputs)):
         for j in range(i):
             assert not torch.allclose(outputs[i], outputs[j], atol=1e-3), (i, j)
+
+
+# ------------------------------------------------------------------- the coupling inverse exercise
+
+INVERSE_MISTAKES = {
+    "× e^s": (lambda z, m, net: m * z + (1 - m) * (z - net(m * z)[1]) * net(m * z)[0].exp(), "multiplies by e^s"),
+    "divide, then subtract": (lambda z, m, net: m * z + (1 - m) * (z * (-net(m * z)[0]).exp() - net(m * z)[1]),
+                              "subtracts t afterwards"),
+    "forward map": (lambda z, m, net: m * z + (1 - m) * (z * net(m * z)[0].exp() + net(m * z)[1]),
+                    "applies the forward map"),
+    "+ t": (lambda z, m, net: m * z + (1 - m) * (z + net(m * z)[1]) * (-net(m * z)[0]).exp(), "adds the shift"),
+    "conditioner on y_b": (lambda z, m, net: m * z + (1 - m) * (z - net((1 - m) * z)[1])
+                           * (-net((1 - m) * z)[0]).exp(), "fed (1 − mask) * z"),
+    "conditioner on all of z": (lambda z, m, net: m * z + (1 - m) * (z - net(z)[1]) * (-net(z)[0]).exp(),
+                                "fed the whole z"),
+    "no mask on the output": (lambda z, m, net: (z - net(m * z)[1]) * (-net(m * z)[0]).exp(), "to every coordinate"),
+    "pass-through dropped": (lambda z, m, net: (1 - m) * (z - net(m * z)[1]) * (-net(m * z)[0]).exp(),
+                             "returns zeros on the passed-through"),
+}
+
+
+@pytest.mark.parametrize("mistake", INVERSE_MISTAKES)
+def test_coupling_inverse_check_names_each_typical_mistake(mistake):
+    student, words = INVERSE_MISTAKES[mistake]
+    with pytest.raises(exercises.ExerciseError, match="coupling_inverse") as err:
+        exercises.check_coupling_inverse(student)
+    assert words in str(err.value), str(err.value)
+    assert "wrong values" not in str(err.value)
+
+
+def test_coupling_inverse_reference_undoes_the_forward_map_and_the_library_layer():
+    ref = exercises.normalizing_flows.reference_coupling_inverse
+    exercises.check_coupling_inverse(ref)
+    x, mask, net = exercises.normalizing_flows._coupling_inputs(torch.Generator().manual_seed(3))
+    s, t = net(mask * x)
+    z = mask * x + (1 - mask) * (x * s.exp() + t)
+    torch.testing.assert_close(ref(z, mask, net), x)
+    layer = _perturbed(lambda: nf.AffineCoupling([0, 1, 1, 0], hidden=8), seed=4)
+    x = torch.randn(6, 4, dtype=torch.float64)
+    torch.testing.assert_close(ref(layer(x).z, layer.mask, layer.scale_and_shift), x)
+
+
+def test_coupling_inverse_mistakes_are_told_apart():
+    ex = exercises.normalizing_flows
+    args = ex._coupling_inputs(torch.Generator().manual_seed(12345))
+    outputs = [ex.reference_coupling_inverse(*args)] + [m.wrong(*args) for m in ex.INVERSE_MISTAKES]
+    for i in range(len(outputs)):
+        for j in range(i):
+            assert not torch.allclose(outputs[i], outputs[j], atol=1e-3), (i, j)
+
+
+# ------------------------------------------------- notebook 01's headline checks and their negative controls
+
+
+def test_histogram_l1_accepts_the_change_of_variables_and_rejects_it_without_the_jacobian():
+    """The notebook's 1D check (L1 < 0.06 with |f'|, > 0.4 without), on x = e^z and on x = z³."""
+    z = torch.randn(20_000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    normal = lambda u: torch.exp(-0.5 * u**2) / math.sqrt(2 * math.pi)  # noqa: E731
+    edges = torch.linspace(0, 5, 51, dtype=torch.float64)
+    with_jacobian = nf.histogram_l1(z.exp(), lambda x: normal(x.log()) / x, edges)
+    without = nf.histogram_l1(z.exp(), lambda x: normal(x.log()), edges)
+    assert with_jacobian < 0.06 and without > 0.4, (with_jacobian, without)
+    # x = sinh z: f(x) = asinh x, |f'(x)| = 1/√(1 + x²), a second map with a different Jacobian
+    edges = torch.linspace(-4, 4, 51, dtype=torch.float64)
+    with_jacobian = nf.histogram_l1(torch.sinh(z), lambda x: normal(torch.asinh(x)) / (1 + x**2).sqrt(), edges)
+    without = nf.histogram_l1(torch.sinh(z), lambda x: normal(torch.asinh(x)), edges)
+    assert with_jacobian < 0.06 and without > 0.4, (with_jacobian, without)
+    # the distance of a density to itself falls with the number of samples
+    edges = torch.linspace(-3, 3, 31, dtype=torch.float64)
+    few, many = (nf.histogram_l1(z[:n], normal, edges) for n in (1000, 20_000))
+    assert many < few
+    with pytest.raises(ValueError, match="increasing"):
+        nf.histogram_l1(z, normal, torch.tensor([1.0, 0.0]))
+
+
+def test_likelihood_gap_is_the_kl_divergence_in_closed_form():
+    """NLL − entropy = KL(p ‖ q), estimated from samples of p, against the closed form for two Gaussians."""
+    gen = torch.Generator().manual_seed(0)
+    mu_p, L_p = torch.tensor([0.5, -0.2], dtype=torch.float64), torch.tensor([[1.2, 0.0], [0.4, 0.6]], dtype=torch.float64)
+    mu_q, L_q = torch.tensor([-0.3, 0.1], dtype=torch.float64), torch.tensor([[0.9, 0.0], [-0.2, 1.1]], dtype=torch.float64)
+    p = torch.distributions.MultivariateNormal(mu_p, scale_tril=L_p)
+    q = torch.distributions.MultivariateNormal(mu_q, scale_tril=L_q)
+    x = mu_p + torch.randn(50_000, 2, generator=gen, dtype=torch.float64) @ L_p.T
+    gap = nf.likelihood_gap(q.log_prob, p.log_prob, x)
+    exact = torch.distributions.kl_divergence(p, q).item()
+    assert abs(gap.kl - exact) < 4 * gap.stderr and gap.stderr < 0.02, (gap, exact)
+    assert gap.nll - gap.entropy == pytest.approx(gap.kl)
+    assert gap.entropy == pytest.approx(p.entropy().item(), abs=0.03)
+    assert nf.likelihood_gap(p.log_prob, p.log_prob, x).kl == 0  # the true density: no gap
+
+
+@pytest.mark.parametrize("flow", ["identity planar", "identity RealNVP", "perturbed RealNVP"])
+def test_likelihood_gap_check_fails_for_an_untrained_flow(flow):
+    """Negative control for the notebook's moons check (−0.02 < KL < 0.3): a flow that has not learned the moons,
+    the identity (every fresh layer, i.e. N(0, I)) or a random one, lies far above the floor."""
+    make = {"identity planar": lambda: nf.PlanarFlow(2, 8).double(),
+            "identity RealNVP": lambda: nf.RealNVP(2, 8, hidden=16).double(),
+            "perturbed RealNVP": lambda: _perturbed(lambda: nf.RealNVP(2, 4, hidden=16), seed=5, scale=0.2)}[flow]
+    model = make()
+    x = data.moons(2000, generator=torch.Generator().manual_seed(10)).double()
+    with torch.no_grad():
+        gap = nf.likelihood_gap(model.log_prob, data.moons_log_prob, x)
+    assert not (-0.02 < gap.kl < 0.3), gap
+    if flow.startswith("identity"):  # N(0, I) on standardised data: NLL = log 2π + 1 up to sampling noise
+        assert abs(gap.nll - (math.log(2 * math.pi) + 1)) < 0.1 and gap.kl > 0.8
+
+
+def test_likelihood_gap_check_passes_for_a_trained_flow():
+    """The positive side of the same check, on a flow that has learned its data (a Gaussian with known entropy)."""
+    torch.manual_seed(0)
+    flow = nf.RealNVP(2, 4, hidden=32)
+    gen = torch.Generator().manual_seed(0)
+    A = torch.tensor([[1.0, 0.0], [0.9, 0.3]])
+    train.fit(flow, nf.nll_loss, lambda step: torch.randn(256, 2, generator=gen) @ A.T,
+              train.TrainConfig(steps=150, lr=5e-3, progress=False))
+    target = torch.distributions.MultivariateNormal(torch.zeros(2), A @ A.T)
+    x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1)) @ A.T
+    with torch.no_grad():
+        gap = nf.likelihood_gap(flow.log_prob, target.log_prob, x)
+        gap0 = nf.likelihood_gap(nf.RealNVP(2, 4, hidden=32).log_prob, target.log_prob, x)
+    assert -0.02 < gap.kl < 0.3 and gap0.kl > 0.3, (gap, gap0)
+
+
+def test_bits_per_dim():
+    assert nf.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    assert nf.bits_per_dim(math.log(256), 1) == pytest.approx(8.0)
+    with pytest.raises(ValueError, match="positive integer"):
+        nf.bits_per_dim(1.0, 0)

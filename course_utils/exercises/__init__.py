@@ -18,6 +18,7 @@ from ._core import (  # noqa: F401
 )
 from .welcome import check_gaussian_log_prob  # noqa: F401
 from .normalizing_flows import check_coupling_log_det, check_linear_pushforward_log_prob  # noqa: F401
+from .normalizing_flows import check_coupling_inverse  # noqa: F401
 from .neural_odes import check_adjoint_rhs, check_rk4_step  # noqa: F401
 from .cnf import check_augmented_dynamics, check_hutchinson_divergence  # noqa: F401
 from .sdes import check_euler_maruyama_step, check_stationary_density  # noqa: F401

@@ -174,3 +174,64 @@ COUPLING_LOG_DET = Exercise("coupling_log_det", reference_coupling_log_det, _cou
 def check_coupling_log_det(student_fn) -> None:
     """log-det of an affine coupling layer for x: (B, D), mask: (D,) of 0/1, net(m⊙x) -> (s, t)."""
     COUPLING_LOG_DET.check(student_fn)
+
+
+# ------------------------------------------------------------- inverse of an affine coupling layer
+
+
+def reference_coupling_inverse(z: torch.Tensor, mask: torch.Tensor, net) -> torch.Tensor:
+    """x from z = m⊙x + (1−m)⊙(x⊙e^s + t): x = m⊙z + (1−m)⊙(z − t)⊙e^{−s}, with s, t = net(m⊙z)."""
+    s, t = net(mask * z)
+    return mask * z + (1 - mask) * (z - t) * torch.exp(-s)
+
+
+def _inverse_with(conditioner_input, undo):
+    """A candidate inverse: the conditioner sees `conditioner_input(z, mask)`; `undo(z, s, t)` replaces
+    (z − t)·e^{−s} on the transformed coordinates."""
+    def candidate(z, mask, net):
+        s, t = net(conditioner_input(z, mask))
+        return mask * z + (1 - mask) * undo(z, s, t)
+
+    return candidate
+
+
+def _undo(z, s, t):
+    return (z - t) * torch.exp(-s)
+
+
+def _passed(z, mask):
+    return mask * z
+
+
+INVERSE_MISTAKES = [
+    Mistake(_inverse_with(_passed, lambda z, s, t: (z - t) * torch.exp(s)),
+            "it multiplies by e^s; the forward map multiplied the transformed coordinates by e^s, so the "
+            "inverse divides by it: (z − t)·e^(−s)."),
+    Mistake(_inverse_with(_passed, lambda z, s, t: z * torch.exp(-s) - t),
+            "it divides by e^s first and subtracts t afterwards; the forward map scaled and then shifted, so the "
+            "inverse undoes the shift first: (z − t)·e^(−s), not z·e^(−s) − t."),
+    Mistake(_inverse_with(_passed, lambda z, s, t: z * torch.exp(s) + t),
+            "it applies the forward map z·e^s + t again instead of undoing it."),
+    Mistake(_inverse_with(_passed, lambda z, s, t: (z + t) * torch.exp(-s)),
+            "it adds the shift t; the forward map added t, so the inverse subtracts it: (z − t)·e^(−s)."),
+    Mistake(_inverse_with(lambda z, mask: (1 - mask) * z, _undo),
+            "the conditioner is fed (1 − mask) * z, the transformed coordinates; s and t were computed from the "
+            "passed-through part, which z keeps unchanged (m⊙z = m⊙x): net(mask * z)."),
+    Mistake(_inverse_with(lambda z, mask: z, _undo),
+            "the conditioner is fed the whole z; only the passed-through part m⊙z equals the forward map's "
+            "input m⊙x, so only net(mask * z) gives back the same s and t."),
+    Mistake(lambda z, mask, net: _undo(z, *net(mask * z)),
+            "it applies (z − t)·e^(−s) to every coordinate; the passed-through ones (mask = 1) were copied and "
+            "must be copied back: mask * z + (1 − mask) * (…)."),
+    Mistake(lambda z, mask, net: (1 - mask) * _undo(z, *net(mask * z)),
+            "it returns zeros on the passed-through coordinates; add them back unchanged, mask * z."),
+]
+
+
+COUPLING_INVERSE = Exercise("coupling_inverse", reference_coupling_inverse, _coupling_inputs, INVERSE_MISTAKES,
+                            atol=1e-6)
+
+
+def check_coupling_inverse(student_fn) -> None:
+    """x = f⁻¹(z) for the affine coupling, for z: (B, D), mask: (D,) of 0/1, net(m⊙z) -> (s, t)."""
+    COUPLING_INVERSE.check(student_fn)
