@@ -10,6 +10,7 @@ p = e^{−E}/Z, s = −∇E. This module holds
 - the four score-matching objectives, for a score model `score(x) -> (B, *D)`:
   explicit (ESM), implicit (Hyvärinen 2005, ISM), sliced (Song et al. 2019, SSM) and
   denoising (Vincent 2011, DSM); ISM's trace is `cnf.divergence_exact` (notebook 03);
+- `dsm_minimum`: the smallest DSM loss, ½ (D/σ² − E||∇log p_σ||²), from the density alone;
 - `tweedie_denoise`: E[x | x̃] = x̃ + σ² ∇log p_σ(x̃) (for x̃ = αx + σε: (x̃ + σ² ∇log p(x̃))/α);
 - `rare_region_error` and `poor_where_rare`: the relative error of a score model where the data
   is (draws of p_σ) and between the modes of a mixture, where it is not (Song & Ermon 2019, §3.2).
@@ -108,6 +109,22 @@ def denoising_score_matching_loss(score, x: torch.Tensor, sigma, eps: torch.Tens
     x_tilde = _sigma_like(alpha, x, "alpha") * x + sig * eps
     return 0.5 * _sq_norm(score(x_tilde) + eps / sig).mean()
 
+
+def dsm_minimum(log_prob, x_tilde: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The smallest DSM loss at noise level σ, ½ (D/σ² − E||∇log p_σ||²), from `log_prob` of p_σ alone.
+
+    E||∇log p_σ||² is computed as −E[Δ log p_σ(x̃)] (integration by parts, as in ISM) over the
+    draws `x_tilde` of p_σ, with the Laplacian of `log_prob` by autograd: no score model enters, so
+    the DSM loss of a candidate score can be compared with it (only ∇log p_σ attains it).
+    """
+    if sigma <= 0:
+        raise ValueError("DSM needs a positive noise level sigma.")
+    with torch.enable_grad():
+        x = x_tilde.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_prob(x).sum(), x, create_graph=True)
+        laplacian = divergence_exact(grad, x, create_graph=False)
+    dim = x_tilde[0].numel()
+    return 0.5 * (dim / sigma**2 + laplacian.detach().mean())
 
 def tweedie_denoise(x_tilde: torch.Tensor, score: torch.Tensor, sigma, *, alpha=1.0) -> torch.Tensor:
     """Tweedie's formula: E[x | x̃] = (x̃ + σ² ∇log p(x̃)) / α for x̃ = αx + σz, p the law of x̃.

@@ -15,6 +15,7 @@ from course_utils.score_matching import (
     autograd_score,
     between_modes,
     denoising_score_matching_loss,
+    dsm_minimum,
     explicit_score_matching_loss,
     implicit_score_matching_loss,
     ncsn_toy,
@@ -134,6 +135,9 @@ def test_ism_closed_form_and_esm_gap_for_gaussian_data():
         assert abs(ism - want) < 0.02 * max(1.0, abs(want))
         esm = explicit_score_matching_loss(gaussian_model(m, v), x, true_score).item()
         assert abs((esm - ism) - d / (2 * s**2)) < 0.03
+        # negative control: without the trace term the gap to ESM moves with θ (by D/v here)
+        no_trace = 0.5 * gaussian_model(m, v)(x).pow(2).sum(1).mean().item()
+        assert abs((esm - no_trace) - d / (2 * s**2)) > 0.4
 
 
 def test_sliced_matches_implicit_on_average(mix):
@@ -143,6 +147,10 @@ def test_sliced_matches_implicit_on_average(mix):
     for vr in (False, True):
         ssm = sliced_score_matching_loss(score, x, n_projections=200, generator=gen(1), variance_reduction=vr)
         assert abs(ssm.item() - ism) < 0.03 * abs(ism) + 0.02
+    # negative control: the projected trace term left out, the sliced objective misses ISM by far
+    v = torch.randn(x.shape, generator=gen(3), dtype=x.dtype)
+    no_jacobian = 0.5 * (score(x) * v).sum(1).pow(2).mean().item()
+    assert abs(no_jacobian - ism) > 0.05 * abs(ism) + 0.03 + 1.0
     # one projection is noisy but unbiased: it differs from ISM on a small batch
     one = sliced_score_matching_loss(score, x[:64], n_projections=1, generator=gen(2)).item()
     assert one != pytest.approx(implicit_score_matching_loss(score, x[:64]).item(), abs=1e-6)
@@ -189,6 +197,40 @@ def test_dsm_closed_form_for_gaussian_data():
     want = 0.5 * d * (1 / sigma**2 - 1 / (s**2 + sigma**2))
     assert abs(loss - want) < 0.01 * want
 
+
+def test_dsm_minimum_closed_form_for_gaussian_data():
+    """Data N(0, s²I): p_σ = N(0, (s² + σ²)I), E||∇log p_σ||² = D/(s² + σ²), so the minimum is
+    ½ D (1/σ² − 1/(s² + σ²)); `dsm_minimum` gets it from log p_σ's Laplacian alone."""
+    s, d = 1.0, 3
+    for sigma in (0.1, 0.5):
+        x_tilde = math.sqrt(s**2 + sigma**2) * torch.randn(1000, d, generator=gen(), dtype=torch.float64)
+        noised = GaussianMixture(torch.zeros(1, d, dtype=torch.float64), math.sqrt(s**2 + sigma**2))
+        want = 0.5 * d * (1 / sigma**2 - 1 / (s**2 + sigma**2))
+        torch.testing.assert_close(dsm_minimum(noised.log_prob, x_tilde, sigma).item(), want)  # Δ log p is constant
+    with pytest.raises(ValueError, match="positive noise"):
+        dsm_minimum(noised.log_prob, x_tilde, 0.0)
+
+
+def test_dsm_minimum_is_attained_only_by_the_noised_score(mix):
+    """The notebook's check, DSM(s) within 3 % of `dsm_minimum` at σ = 0.1 and 0.5, holds for ∇log p_σ
+    and fails for the negative controls: the zero field, the clean score ∇log p, the wrong sign, and
+    the score of the wrong noise level σ² (σ and σ² confused)."""
+    x = mix.sample(50_000, generator=gen(5))
+    eps = torch.randn(x.shape, generator=gen(6), dtype=torch.float64)
+
+    def passes(make_score):
+        ok = True
+        for sigma in (0.1, 0.5):
+            best = dsm_minimum(mix.noised(1.0, sigma).log_prob, x + sigma * eps, sigma).item()
+            loss = denoising_score_matching_loss(make_score(sigma), x, sigma, eps).item()
+            ok &= abs(loss / best - 1) < 0.03
+        return ok
+
+    assert passes(lambda sigma: mix.noised(1.0, sigma).score)
+    assert not passes(lambda sigma: (lambda y: torch.zeros_like(y)))
+    assert not passes(lambda sigma: mix.score)
+    assert not passes(lambda sigma: (lambda y: -mix.noised(1.0, sigma).score(y)))
+    assert not passes(lambda sigma: mix.noised(1.0, sigma**2).score)
 
 def test_image_shapes_and_per_example_sigma():
     x = torch.randn(4, 1, 3, 3, generator=gen())
@@ -260,6 +302,19 @@ def test_exercise_checks_accept_the_library_and_name_the_usual_mistakes():
         "divides the score by σ²": lambda xt, s, a, sig: (xt + s / sig**2) / a,
         r"E\[αx \| x̃\]": lambda xt, s, a, sig: xt + sig**2 * s,
     }
+    wrong_dsm_more = {
+        "sums over the batch": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig * eps) + eps / sig).pow(2).sum(),
+        "σ²-weighted loss": lambda s, x, a, sig, eps: 0.5 * (sig * s(a * x + sig * eps) + eps).pow(2).sum(1).mean(),
+        "factor α": lambda s, x, a, sig, eps: 0.5 * (s(a * x + sig * eps) + a * eps / sig).pow(2).sum(1).mean(),
+    }
+    for message, wrong in wrong_dsm_more.items():
+        with pytest.raises(exercises.ExerciseError, match=message):
+            exercises.check_dsm_loss(wrong)
+    wrong_tweedie.update({
+        "divides by α²": lambda xt, s, a, sig: (xt + sig**2 * s) / a**2,
+        "leaves out the score": lambda xt, s, a, sig: xt / a,
+        "returns x̃ unchanged": lambda xt, s, a, sig: xt,
+    })
     for message, wrong in wrong_tweedie.items():
         with pytest.raises(exercises.ExerciseError, match=message):
             exercises.check_tweedie_denoiser(wrong)

@@ -68,6 +68,14 @@ DSM_LOSS = Exercise("dsm_loss", reference_dsm_loss, _dsm_inputs, mistakes=[
     Mistake(lambda s, x, a, sigma, eps: _dsm(s, x, a, sigma, eps, reduce=torch.mean),
             "it averages over the coordinates too; sum the squared norm over each sample's coordinates, then "
             "average over the batch: .sum(dim=1).mean()."),
+    Mistake(lambda s, x, a, sigma, eps: _dsm(s, x, a, sigma, eps, reduce=lambda r: r.sum()),
+            "it sums over the batch too; average the per-sample squared norms over the batch, so that the "
+            "loss does not grow with the batch size."),
+    Mistake(lambda s, x, a, sigma, eps: sigma**2 * _dsm(s, x, a, sigma, eps),
+            "it returns the σ²-weighted loss ½||σ·s(x̃) + ε||² (the noise-prediction form); the exercise asks for "
+            "the unweighted DSM loss, whose target is the conditional score itself."),
+    Mistake(lambda s, x, a, sigma, eps: _dsm(s, x, a, sigma, eps, target=lambda xt: a * eps / sigma),
+            "the target carries a factor α; the conditional score −(x̃ − αx)/σ² depends on x̃ − αx = σε alone."),
 ])
 
 
@@ -107,6 +115,13 @@ TWEEDIE_DENOISER = Exercise("tweedie_denoiser", reference_tweedie_denoiser, _twe
             "it divides only x̃ by α; the whole of x̃ + σ²·score estimates αx, so divide both terms."),
     Mistake(lambda x_tilde, score, a, sigma: x_tilde + sigma**2 * score / a,
             "it divides only the score term by α; the whole of x̃ + σ²·score estimates αx, so divide both terms."),
+    Mistake(lambda x_tilde, score, a, sigma: (x_tilde + sigma**2 * score) / a**2,
+            "it divides by α²; x̃ + σ²·score estimates αx, so one division by α gives x."),
+    Mistake(lambda x_tilde, score, a, sigma: x_tilde / a,
+            "it leaves out the score: x̃/α is the denoised point only where the score is zero; Tweedie adds a "
+            "correction σ²·score to x̃ before rescaling."),
+    Mistake(lambda x_tilde, score, a, sigma: x_tilde,
+            "it returns x̃ unchanged; the denoiser corrects x̃ with the score and undoes the signal scale α."),
     Mistake(lambda x_tilde, score, a, sigma: sigma**2 * score / a,
             "it returns only the correction; the denoised point is x̃ plus the correction σ²·score, over α."),
 ])
