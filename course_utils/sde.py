@@ -17,6 +17,9 @@ The probability-flow ODE is a continuous normalizing flow (notebook 03), so it g
 log p_0(x) = log p_T(x_T) + ∫_0^T ∇·f̃(x_t, t) dt along its path from x_0 = x, f̃ = f − ½ g² ∇log p_t
 (`probability_flow_log_prob`, with `cnf.integrate`'s exact divergence).
 
+DDIM's step with parameter η on the VP SDE is, to first order in the step, the Euler–Maruyama step of
+the member λ = η (`ddim_step_coefficients` against `family_step_coefficients`).
+
 Every SDE here is *affine*: its marginal given x(0) = x0 is the path of a schedule,
 x(t) = alpha_t x0 + sigma_t eps (course_utils.schedules). The SDE with those marginals has
 
@@ -181,6 +184,41 @@ def check_reverse(drift, diffusion, x_T: torch.Tensor, data_mean, data_var, *, T
     var_ratio = float(torch.exp(log_ratio[log_ratio.abs().argmax()])) if torch.isfinite(log_ratio).all() else math.inf
     passed = mean_error < tol and abs(math.log(var_ratio)) < math.log(1 + tol) if math.isfinite(var_ratio) else False
     return ReverseCheck(x, mean, var, mean_error, var_ratio, bool(passed))
+
+
+class StepCoefficients(NamedTuple):
+    """One step from t to t − h written as x ↦ a_x x + a_s ∇log p_t(x) + √var z, z ~ N(0, I)."""
+
+    a_x: float
+    a_s: float
+    var: float
+
+
+def _vp_alpha(sde: "VPSDE", t: float) -> float:
+    return float(sde.schedule(torch.tensor([t], dtype=torch.float64)).alpha_t[0])
+
+
+def ddim_step_coefficients(sde: "VPSDE", t: float, h: float, eta: float) -> StepCoefficients:
+    """DDIM's step with parameter η from t to s = t − h on the VP SDE (Song, Meng & Ermon 2021, eq. 12).
+
+    With ᾱ = α², x̂_0 = (x − σ_t ε̂)/α_t and ε̂ = −σ_t ∇log p_t: x_s = α_s x̂_0 + √(σ_s² − σ_η²) ε̂ + σ_η z,
+    σ_η² = η² (1 − ᾱ_s)/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ_s).
+    """
+    if not 0 < h < t:
+        raise ValueError(f"Need 0 < h < t, got t={t}, h={h}.")
+    a_t, a_s = _vp_alpha(sde, t), _vp_alpha(sde, t - h)
+    s2_t, s2_s = 1 - a_t**2, 1 - a_s**2
+    var = eta**2 * s2_s / s2_t * (1 - a_t**2 / a_s**2)
+    return StepCoefficients(a_s / a_t, a_s * s2_t / a_t - math.sqrt(s2_t * (s2_s - var)), var)
+
+
+def family_step_coefficients(sde: SDE, t: float, h: float, lam: float) -> StepCoefficients:
+    """One Euler–Maruyama step, from t to t − h, of the reverse-time member λ (`reverse_drift`, noise λ g)
+    of an SDE with linear drift f = a(t) x: a_x = 1 − a(t) h, a_s = ½(1 + λ²) g² h, var = λ² g² h."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    a = float(sde.drift(torch.ones(1, 1, dtype=torch.float64), tt)[0, 0])
+    g2 = float(sde.diffusion(tt)[0]) ** 2
+    return StepCoefficients(1 - a * h, 0.5 * (1 + lam**2) * g2 * h, lam**2 * g2 * h)
 
 
 class AffineSDE(SDE):

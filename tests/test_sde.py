@@ -152,8 +152,14 @@ def test_euler_maruyama_step_check_names_the_mistake(capsys):
     with pytest.raises(exercises.ExerciseError, match="noise term"):
         exercises.check_euler_maruyama_step(no_noise)
     wrong_sign = lambda f, g, x, t, dt, z: x - f(x, t) * dt + g(t)[:, None] * m.sqrt(dt) * z
-    with pytest.raises(exercises.ExerciseError, match="wrong values"):
+    with pytest.raises(exercises.ExerciseError, match="drift has the wrong sign"):
         exercises.check_euler_maruyama_step(wrong_sign)
+    no_g = lambda f, g, x, t, dt, z: x + f(x, t) * dt + m.sqrt(dt) * z
+    with pytest.raises(exercises.ExerciseError, match="factor g"):
+        exercises.check_euler_maruyama_step(no_g)
+    g_squared = lambda f, g, x, t, dt, z: x + f(x, t) * dt + g(t)[:, None] ** 2 * m.sqrt(dt) * z
+    with pytest.raises(exercises.ExerciseError, match=r"not g\(t\)²"):
+        exercises.check_euler_maruyama_step(g_squared)
 
     def stub(f, g, x, t, dt, z):
         raise NotImplementedError
@@ -304,3 +310,38 @@ def test_family_drift_check_names_the_mistake(capsys):
 
     with pytest.raises(exercises.ExerciseError, match="not implemented yet"):
         exercises.check_family_drift(stub)
+
+
+def test_probability_flow_needs_its_half():
+    """Negative control of section 7: the reverse SDE's drift (full g²) run without noise is not the
+    probability-flow ODE; it over-contracts and fails the same check the member λ = 0 passes."""
+    vp = sdes.VPSDE()
+    score = MIX.marginal_score(vp.schedule)
+    zero_noise = lambda t: 0.0 * vp.diffusion(t)
+    assert _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, score, lam=0.0), zero_noise).passed
+    full = _reverse_check(sdes.reverse_drift(vp.drift, vp.diffusion, score, lam=1.0), zero_noise)
+    assert not full.passed and full.var_ratio < 0.9
+
+
+# ---------------------------------------------------------------------------- DDIM's η is the member λ = η
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("t", [0.05, 0.5, 0.95])
+def test_ddim_step_is_the_euler_maruyama_step_of_the_member_lambda_eta(eta, t):
+    """Notebook 04, section 8: DDIM's step with η and the Euler–Maruyama step of the member λ = η agree to
+    first order in the step (relative gaps ∝ Δt); the members λ = η² and λ = √η do not (negative controls)."""
+    vp = sdes.VPSDE()
+
+    def gap(dt, lam):
+        d, f = sdes.ddim_step_coefficients(vp, t, dt, eta), sdes.family_step_coefficients(vp, t, dt, lam)
+        gaps = [abs((d.a_x - 1) / (f.a_x - 1) - 1), abs(d.a_s / f.a_s - 1)]
+        return max(gaps + ([abs(d.var / f.var - 1)] if f.var > 0 else [d.var]))
+
+    assert gap(1e-5, eta) < 1e-3 and gap(1e-5, eta) < gap(1e-3, eta) / 50  # first order: the gap ∝ Δt
+    if 0 < eta < 1:
+        assert gap(1e-5, eta**2) > 0.1 and gap(1e-5, eta**0.5) > 0.1
+    # the exact relation of the noise: σ_η² = η² (1 − ᾱ_u)/(1 − ᾱ_t) (1 − ᾱ_t/ᾱ_u)
+    a_t, a_u = (vp.schedule(torch.tensor([s], dtype=torch.float64)).alpha_t.item() ** 2 for s in (t, t - 1e-2))
+    assert math.isclose(sdes.ddim_step_coefficients(vp, t, 1e-2, eta).var,
+                        eta**2 * (1 - a_u) / (1 - a_t) * (1 - a_t / a_u), rel_tol=1e-12)
+    with pytest.raises(ValueError, match="0 < h < t"):
+        sdes.ddim_step_coefficients(vp, t, t, eta)

@@ -49,6 +49,10 @@ EULER_MARUYAMA_STEP = Exercise(
         Mistake(lambda *a: _em_step(*a, drift_dt=1.0), "the drift must be multiplied by Δt."),
         Mistake(lambda *a: _em_step(*a, g_power=2),
                 "the noise must be multiplied by g(t) (the diffusion), not g(t)²."),
+        Mistake(lambda *a: _em_step(*a, g_power=0),
+                "the noise is missing its factor g(t): the increment of g dW over a step is g(t) √Δt z."),
+        Mistake(lambda *a: _em_step(*a, drift_dt=-a[4]),
+                "the drift has the wrong sign: the step moves along f, x + f(x, t) Δt."),
     ])
 
 
