@@ -1,7 +1,7 @@
 """Continuous normalizing flows (FFJORD): exact likelihood of an ODE-defined map.
 
 A network `model(x, t)` (t of shape (B,)) is a vector field f; the flow dx/dt = f(x, t)
-carries the base N(0, I) at t = 0 to the data at t = 1 (CONCEPTS.md). Along a path the
+carries the base N(0, I) at t = 0 to the data at t = 1 (docs/conventions.md). Along a path the
 log-density changes by the instantaneous change of variables (Chen et al. 2018, Thm. 1)
 
     d log p_t(x_t) / dt = −tr(∂f/∂x)(x_t, t) = −div f(x_t, t),
@@ -16,12 +16,18 @@ and ℓ(t1) = log p_{t1}(x_{t1}) − log p_{t0}(x_{t0}).
 - `log_prob(model, x)`: data flowed back to the base, log p_1(x) = log p_0(x_0) − ℓ(0), with
   the base `normalizing_flows.standard_normal_log_prob` (notebook 01).
 - `sample(model, x0)`: base points flowed forward to t = 1 (`solvers.sample`, fixed steps).
+- `likelihood_gap(log_prob_fn, x_test, entropy)`: test NLL minus the data's entropy, the floor of
+  any NLL; on the checkerboard `UNIFORM_BOARD_GAP` = log 2 is the gap of a density spread evenly
+  over the whole board, and `learned_the_squares(gap)` asks for a gap below
+  `CHECKERBOARD_GAP_BOUND`, well under it.
+- `log_density_path(model, x, times)`: log p_t(x) at several times t (the density's morph).
 
 Notation: x = x_t (B, *D), f_x = f(x_t, t), eps = probe vector, ℓ = delta_log_p.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +38,8 @@ from .normalizing_flows import standard_normal_log_prob
 from .tensors import batch_time
 
 TRACES = ("exact", "hutchinson")
+UNIFORM_BOARD_GAP = math.log(2)  # a density uniform on the whole 4×4 board: twice the black squares' area
+CHECKERBOARD_GAP_BOUND = 0.45  # below log 2 by a margin: the model must put less mass on the white squares
 PROBES = ("rademacher", "gaussian")
 
 
@@ -201,3 +209,45 @@ def sample(model, x0: torch.Tensor, *, method: str = "rk4", steps: int = 32, ret
     sampler, `solvers.sample`, with `steps` fixed steps of `method` (no gradients)."""
     return solvers.sample(model, x0, solvers.uniform_grid(steps, 0.0, 1.0), method=method,
                           return_trajectory=return_trajectory, **(cond or {}))
+
+
+def likelihood_gap(log_prob_fn, x_test: torch.Tensor, entropy: float, *, batch: int = 4096) -> float:
+    """Mean −log p(x) over `x_test` minus `entropy`, the data's entropy E[−log p_data(x)] (nats).
+
+    No model beats the entropy on average, so the gap is ≥ 0 up to the test set's sampling noise,
+    and 0 only for the data's own density (it is the KL divergence KL(p_data ‖ p) in expectation).
+    `log_prob_fn` maps a (B, D) batch to (B,); it runs under `torch.no_grad()`, `batch` points at a time.
+    """
+    with torch.no_grad():
+        log_p = torch.cat([log_prob_fn(chunk).detach().double().cpu() for chunk in x_test.split(batch)])
+    if not torch.isfinite(log_p).all():
+        return math.inf
+    return float(-log_p.mean()) - float(entropy)
+
+
+def learned_the_squares(gap: float, bound: float = CHECKERBOARD_GAP_BOUND) -> bool:
+    """Whether a checkerboard model's `likelihood_gap` is below `bound` (< log 2, the gap of a density
+    uniform on the whole board, black and white squares alike): it then puts less mass on the white
+    squares than a plain square does."""
+    if not bound < UNIFORM_BOARD_GAP:
+        raise ValueError(f"bound must lie below log 2 = {UNIFORM_BOARD_GAP:.3f}, got {bound}.")
+    return bool(gap < bound)
+
+
+def log_density_path(model, x: torch.Tensor, times, *, method: str = "rk4", steps: int = 32,
+                     base_log_prob=standard_normal_log_prob, cond: dict | None = None) -> torch.Tensor:
+    """log p_t(x) at each time t of `times` (T,): (T, B), by the instantaneous change of variables.
+
+    p_t is the base carried by the flow from 0 to t, so a point x at time t is integrated back to
+    the base, log p_t(x) = log p_0(x_0) − ℓ(0), over [t, 0] with about `steps`·t fixed steps (none
+    at t = 0, where p_0 is the base itself). Without gradients.
+    """
+    out = []
+    with torch.no_grad():
+        for t in torch.as_tensor(times, dtype=torch.float64).tolist():
+            if t <= 0:
+                out.append(base_log_prob(x))
+                continue
+            sol = integrate(model, x, (float(t), 0.0), method=method, steps=max(1, round(steps * t)), cond=cond)
+            out.append(base_log_prob(sol.x) - sol.delta_log_p)
+    return torch.stack(out)

@@ -262,3 +262,108 @@ def test_exercise_checks_pass_the_reference_and_name_common_mistakes():
         exercises.check_augmented_dynamics(lambda field, x, t: (field(x, t), ex._exact_div(field, x, t)))
     with pytest.raises(exercises.ExerciseError, match="not implemented"):
         exercises.check_augmented_dynamics(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_ffjord_log_prob_exercise_agrees_with_cnf_log_prob_and_the_closed_form_and_names_mistakes():
+    from course_utils import exercises
+    from course_utils.exercises import cnf as ex
+
+    A = random_matrix(3, 11, scale=0.5)
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(12), dtype=D64)
+    ref = ex.reference_ffjord_log_prob(lambda z, t: z @ A.T, lambda z, t: torch.trace(A).expand(len(z)), x, 32)
+    M = torch.linalg.matrix_exp(A)
+    closed = torch.distributions.MultivariateNormal(torch.zeros(3, dtype=D64), M @ M.T).log_prob(x)
+    torch.testing.assert_close(ref, closed, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ref, cnf.log_prob(Linear(A), x, method="rk4", steps=32).detach())
+    net = TimeMLP(dim=2, hidden=16, depth=2, time_scale=1.0).double()  # a time-dependent neural field, exact divergence
+
+    def div(z, t):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            return cnf.divergence_exact(net(z, t), z, create_graph=False)
+
+    x2 = torch.randn(10, 2, generator=torch.Generator().manual_seed(13), dtype=D64)
+    with torch.no_grad():  # classic RK4 against dopri5 (torchdiffeq's "rk4" is the 3/8 rule: same order)
+        torch.testing.assert_close(ex.reference_ffjord_log_prob(net, div, x2, 64),
+                                   cnf.log_prob(net, x2, method="dopri5", rtol=1e-10, atol=1e-10), atol=1e-6, rtol=1e-6)
+    exercises.check_ffjord_log_prob(ex.reference_ffjord_log_prob)
+    for wrong, words in [(dict(sign=1.0), "wrong sign"), (dict(start=0.0), "wrong direction"),
+                         (dict(with_base=False), "forgets the base"), (dict(base_at_end=False), "at the data point"),
+                         (dict(field_time_forward=True), "times of a forward"), (dict(euler=True), "Euler")]:
+        with pytest.raises(exercises.ExerciseError, match=words):
+            exercises.check_ffjord_log_prob(ex._mistake(**wrong))
+
+
+# ---------------------------------------------------------------------------- the checkerboard's likelihood gap
+
+
+def _board_log_prob(kind):
+    """log p of the standardised checkerboard's data density ('data') or of the uniform density on its whole
+    4×4 board ('board'): both −inf off the board."""
+    from course_utils import data
+
+    mean, std = data.standardisation("checkerboard")
+
+    def log_prob(x):
+        raw = x.double() * std.double() + mean.double()
+        on_board = (raw.abs() <= 2).all(1)
+        black = (torch.floor(raw).sum(1) % 2 == 0) if kind == "data" else torch.ones_like(on_board)
+        log_area = math.log((8.0 if kind == "data" else 16.0) / float(std[0] * std[1]))
+        return torch.where(on_board & black, -log_area, -math.inf)
+    return log_prob
+
+
+@pytest.fixture(scope="module")
+def board_test():
+    from course_utils import data
+
+    return data.sample_toy("checkerboard", 2000, generator=torch.Generator().manual_seed(20)), \
+        data.checkerboard_entropy()
+
+
+def test_the_gap_is_zero_for_the_data_density_and_log_2_for_the_whole_board(board_test):
+    x, entropy = board_test
+    assert cnf.likelihood_gap(_board_log_prob("data"), x, entropy) == pytest.approx(0.0, abs=1e-6)
+    assert cnf.learned_the_squares(cnf.likelihood_gap(_board_log_prob("data"), x, entropy))
+    gap_board = cnf.likelihood_gap(_board_log_prob("board"), x, entropy)  # negative control: no squares learned
+    assert gap_board == pytest.approx(math.log(2), abs=1e-6) and gap_board == pytest.approx(cnf.UNIFORM_BOARD_GAP)
+    assert not cnf.learned_the_squares(gap_board)
+    assert cnf.likelihood_gap(lambda p: torch.full((len(p),), -math.inf), x, entropy) == math.inf
+    with pytest.raises(ValueError, match="below log 2"):
+        cnf.learned_the_squares(0.1, bound=0.8)  # the old bound would pass a model that learned no squares
+
+
+def test_an_untrained_field_fails_the_checkerboard_gap_check(board_test):
+    from course_utils.cli import train_ffjord
+
+    x, entropy = board_test
+    torch.manual_seed(0)
+    untrained = train_ffjord.make_model().eval()
+    gap = cnf.likelihood_gap(lambda p: cnf.log_prob(untrained, p, method="rk4", steps=8), x, entropy)
+    assert gap > math.log(2) - 0.05 and not cnf.learned_the_squares(gap)
+
+
+def test_the_shipped_checkerboard_ffjord_learned_the_squares(board_test):
+    from course_utils.cli import train_ffjord
+
+    x, entropy = board_test
+    model, cfg = train_ffjord.load_ffjord(device="cpu")
+    assert cfg["data"] == "checkerboard" and cfg["trace"] == "exact"
+    fine = cnf.likelihood_gap(lambda p: cnf.log_prob(model, p, method="rk4", steps=32), x, entropy)
+    coarse = cnf.likelihood_gap(lambda p: cnf.log_prob(model, p, method=cfg["method"], steps=cfg["ode_steps"]),
+                                x, entropy)
+    assert abs(fine - coarse) < 0.02  # the training grid was not exploited
+    assert -0.02 < fine and cnf.learned_the_squares(fine)
+
+
+def test_log_density_path_of_a_linear_field_is_the_closed_form_at_every_time():
+    A = random_matrix(2, 14, scale=0.6)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(15), dtype=D64)
+    times = [0.0, 0.3, 0.5, 1.0]
+    path = cnf.log_density_path(Linear(A), x, times, steps=64)
+    assert path.shape == (4, 50)
+    for t, log_p in zip(times, path):
+        M = torch.linalg.matrix_exp(t * A)  # x_t = e^{tA} x_0, so p_t = N(0, M Mᵀ)
+        closed = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=D64), M @ M.T).log_prob(x)
+        torch.testing.assert_close(log_p, closed, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(path[0], standard_normal_log_prob(x))

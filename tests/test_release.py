@@ -238,3 +238,11 @@ def test_notebook_01_asserts_on_counted_operations_not_on_wall_clock_time():
     nb = nbformat.read(path, as_version=4)
     assert timing_asserts(nb) == []
     assert any("FlopCounterMode" in c.source and "assert" in c.source for c in nb.cells)
+
+
+def test_notebook_03_asserts_on_counted_backward_passes_not_on_wall_clock_time():
+    path = NOTEBOOKS[0].parent / "03_continuous_normalizing_flows_ffjord.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert timing_asserts(nb) == []
+    assert any("backward_passes(" in c.source and "assert (n_exact, n_hutch) == (dim, 1)" in c.source
+               for c in nb.cells if c.cell_type == "code")

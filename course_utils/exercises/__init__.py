@@ -21,6 +21,7 @@ from .normalizing_flows import check_coupling_log_det, check_linear_pushforward_
 from .normalizing_flows import check_coupling_inverse  # noqa: F401
 from .neural_odes import check_adjoint_rhs, check_rk4_step  # noqa: F401
 from .cnf import check_augmented_dynamics, check_hutchinson_divergence  # noqa: F401
+from .cnf import check_ffjord_log_prob  # noqa: F401
 from .sdes import check_euler_maruyama_step, check_stationary_density  # noqa: F401
 from .sdes import check_family_drift  # noqa: F401
 from .score_matching import check_dsm_loss, check_tweedie_denoiser  # noqa: F401

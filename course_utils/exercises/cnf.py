@@ -1,10 +1,13 @@
-"""Checks for notebook 03 (continuous normalizing flows): Hutchinson's estimator, augmented dynamics."""
+"""Checks for notebook 03 (continuous normalizing flows): Hutchinson's estimator, augmented dynamics,
+the log-likelihood by backward integration."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._core import AUTOGRAD_CRASH, Exercise, Mistake, random_state
+from ._core import AUTOGRAD_CRASH, Case, Exercise, Mistake, randint, random_state
 
 # ---------------------------------------------------------------------------- shared
 
@@ -112,3 +115,91 @@ AUGMENTED_DYNAMICS = Exercise(
 def check_augmented_dynamics(student_fn) -> None:
     """`augmented_dynamics(field, x, t)`: (f(x, t), −div f(x, t)) for every sample, exact trace."""
     AUGMENTED_DYNAMICS.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- log-likelihood by backward integration
+
+
+def _standard_normal_log_prob(z):
+    return -0.5 * (z.pow(2).sum(1) + z.shape[1] * math.log(2 * math.pi))
+
+
+def _backward_log_prob(field, div, x, steps, *, sign=-1.0, start=1.0, base_at_end=True, with_base=True,
+                       field_time_forward=False, euler=False):
+    """log p_1(x) by `steps` RK4 steps of the augmented state [x, ℓ] from t = `start` to 1 − `start`;
+    the keyword arguments switch on the usual mistakes (the reference uses the defaults)."""
+    h = (1.0 - 2 * start) / steps  # −1/steps from t = 1 back to 0; +1/steps for the wrong direction
+    b = x.shape[0]
+
+    def rhs(t, z):
+        tt = torch.full((b,), (1.0 - t) if field_time_forward else t, dtype=z.dtype)
+        return field(z, tt), sign * div(z, tt)
+
+    z, ell = x, torch.zeros(b, dtype=x.dtype)
+    for k in range(steps):
+        t = start + k * h
+        k1 = rhs(t, z)
+        if euler:
+            z, ell = z + h * k1[0], ell + h * k1[1]
+            continue
+        k2 = rhs(t + h / 2, z + h / 2 * k1[0])
+        k3 = rhs(t + h / 2, z + h / 2 * k2[0])
+        k4 = rhs(t + h, z + h * k3[0])
+        z = z + h / 6 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
+        ell = ell + h / 6 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
+    base = _standard_normal_log_prob(z if base_at_end else x) if with_base else 0.0
+    return base - ell
+
+
+def reference_ffjord_log_prob(field, div, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """log p_1(x) = log N(x_0; 0, I) − ℓ_0, with [x_t, ℓ_t] integrated by `steps` RK4 steps from
+    [x, 0] at t = 1 back to t = 0 under d/dt [x, ℓ] = [f(x, t), −div f(x, t)]: x (B, D) -> (B,)."""
+    return _backward_log_prob(field, div, x, steps)
+
+
+def _linear_field_inputs(gen):
+    dim = randint(2, 4, gen)
+    A = torch.randn(dim, dim, generator=gen, dtype=torch.float64) / 2
+    x = torch.randn(randint(3, 8, gen), dim, generator=gen, dtype=torch.float64)
+    return (lambda z, t: z @ A.T, lambda z, t: torch.trace(A).expand(z.shape[0]), x, randint(8, 17, gen))
+
+
+def _time_dependent_inputs(gen):
+    dim = randint(2, 4, gen)
+    f = _random_map(gen, dim)
+    x = torch.randn(randint(3, 8, gen), dim, generator=gen, dtype=torch.float64)
+    return (f, lambda z, t: _exact_div(f, z, t), x, randint(8, 17, gen))
+
+
+def _mistake(**wrong):
+    return lambda field, div, x, steps: _backward_log_prob(field, div, x, steps, **wrong)
+
+
+FFJORD_LOG_PROB = Exercise(
+    "ffjord_log_prob", reference_ffjord_log_prob,
+    [Case(_linear_field_inputs, "a linear field f(x) = Ax, whose p_1 is a Gaussian"),
+     Case(_time_dependent_inputs, "a nonlinear field that depends on t")],
+    atol=1e-8, rtol=1e-6, mistakes=[
+        Mistake(_mistake(sign=1.0),
+                "the divergence integral has the wrong sign: dℓ/dt = −div f, so log p_1(x) = log N(x_0) − ℓ_0 "
+                "= log N(x_0) + ∫_0^1 div f dt (a field that spreads points out lowers their density)."),
+        Mistake(_mistake(start=0.0),
+                "it integrates in the wrong direction: x is data at t = 1; step from t = 1 back to t = 0 "
+                "(h = −1/steps) to reach the base point x_0."),
+        Mistake(_mistake(field_time_forward=True),
+                "the state steps back from t = 1 to 0 but the field is evaluated at the times of a forward "
+                "run (0, h, 2h, ...); call f(x, t) at the current time, which falls from 1 to 0."),
+        Mistake(_mistake(with_base=False),
+                "it forgets the base log-density: log p_1(x) = log N(x_0; 0, I) − ℓ_0, not −ℓ_0 alone."),
+        Mistake(_mistake(base_at_end=False),
+                "the base log-density is evaluated at the data point x; evaluate it at x_0, where the "
+                "backward integration ends."),
+        Mistake(_mistake(euler=True),
+                "these are Euler steps; take RK4 steps of the augmented state: k1 … k4 for x and ℓ together, "
+                "then [x, ℓ] += h/6 (k1 + 2 k2 + 2 k3 + k4)."),
+    ])
+
+
+def check_ffjord_log_prob(student_fn) -> None:
+    """`ffjord_log_prob(field, div, x, steps)`: log p_1(x) by RK4 integration of [x, ℓ] from t = 1 back to 0."""
+    FFJORD_LOG_PROB.check(student_fn)
