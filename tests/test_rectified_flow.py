@@ -189,6 +189,74 @@ def test_one_step_and_distillation_of_the_straight_field(x0):
     assert rf.distillation_loss(v_star, x0, MU + SIGMA * x0).item() > 0.1
 
 
+def test_one_step_error_of_the_curved_gaussian_flow_is_the_closed_form(x0):
+    # one step of v* from t = 0 lands on E[x1] = μ for every x0, while Z1 = μ + σ x0: the error is σ² E||x0||²
+    torch.testing.assert_close(rf.one_step(v_star, x0), MU.expand_as(x0))
+    want = SIGMA**2 * x0.pow(2).sum(1).mean().item()
+    assert rf.one_step_error(v_star, v_star, x0) == pytest.approx(want, rel=1e-6)
+    # the straight field's one step lands on Z1 exactly: a perfect one-step student of v*
+    assert rf.one_step_error(v_straight, v_star, x0) < 1e-12
+    assert rf.distillation_gain(v_straight, v_star, x0) < 1e-10
+    # negative control: a "student" that is the teacher itself gains nothing
+    assert rf.distillation_gain(v_star, v_star, x0) == pytest.approx(1.0)
+
+
+def _trained_gaussian_teacher():
+    torch.manual_seed(0)
+    teacher = TimeMLP(2, hidden=32, depth=2)
+    g = torch.Generator().manual_seed(8)
+
+    def next_pair(step):
+        return torch.randn(128, 2, generator=g), MU.float() + SIGMA * torch.randn(128, 2, generator=g)
+
+    rf.fit_rectified_flow(teacher, next_pair, train.TrainConfig(steps=150, lr=5e-3, progress=False))
+    return teacher
+
+
+def test_distillation_beats_the_teachers_own_one_step_and_a_no_op_does_not():
+    teacher = _trained_gaussian_teacher()
+    g = torch.Generator().manual_seed(9)
+    pairs = rf.reflow_pairs(teacher, torch.randn(2000, 2, generator=g), steps=16)
+    x_test = torch.randn(500, 2, generator=g)  # held-out noise
+    before = [p.detach().clone() for p in teacher.parameters()]
+    bar = 0.25  # the notebook's bar on distillation_gain
+
+    def gain(steps):
+        config = train.TrainConfig(steps=steps, lr=3e-3, progress=False)
+        student = rf.distil(teacher, pairs, config, batch_size=128, generator=torch.Generator().manual_seed(10)).model
+        return rf.distillation_gain(student, teacher, x_test, steps=16)
+
+    assert rf.one_step_error(teacher, teacher, x_test, steps=16) > 0.1  # the teacher's one step is poor
+    assert gain(200) <= bar
+    # negative controls: no distillation steps, or the teacher itself as the student, fail the bar
+    assert gain(0) == pytest.approx(1.0) and not gain(0) <= bar
+    assert not rf.distillation_gain(teacher, teacher, x_test, steps=16) <= bar
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))  # the teacher is untouched
+
+
+def test_off_manifold_distance_on_a_circle_and_on_the_moons():
+    from course_utils import data
+
+    g = torch.Generator().manual_seed(11)
+    angle = torch.linspace(0, 2 * math.pi, 20_001, dtype=torch.float64)[:-1]
+    circle = torch.stack([angle.cos(), angle.sin()], 1)
+    radius = 0.5 + torch.rand(300, generator=g, dtype=torch.float64)
+    phi = 2 * math.pi * torch.rand(300, generator=g, dtype=torch.float64)
+    samples = radius[:, None] * torch.stack([phi.cos(), phi.sin()], 1)
+    # the nearest point of a dense circle is at distance |r − 1| (up to the spacing of the reference)
+    assert rf.off_manifold_distance(samples, circle) == pytest.approx((radius - 1).abs().mean().item(), abs=1e-4)
+    assert rf.off_manifold_distance(circle[::7], circle) == pytest.approx(0.0, abs=1e-6)
+    # negative controls: moons blurred by noise, or collapsed to their mean, sit off the moons
+    reference = data.moons(20_000, generator=g)
+    fresh = rf.off_manifold_distance(data.moons(1000, generator=g), reference)
+    blurred = rf.off_manifold_distance(data.moons(1000, generator=g) + 0.3 * torch.randn(1000, 2, generator=g),
+                                       reference)
+    blob = rf.off_manifold_distance(reference.mean(0) + 0.05 * torch.randn(1000, 2, generator=g), reference)
+    assert fresh < 0.02 and blurred > 3 * fresh and blob > 3 * fresh
+    with pytest.raises(ValueError, match="point sets"):
+        rf.off_manifold_distance(torch.zeros(3, 1, 2), circle)
+
+
 # exercises -------------------------------------------------------------------------------
 def _not_implemented(*args):
     raise NotImplementedError
@@ -220,3 +288,14 @@ def test_exercise_checks_name_the_mistake():
 
     with pytest.raises(ExerciseError, match="advance"):
         exercises.check_reflow_targets(frozen_time)
+
+    def fresh_noise(velocity, x0, steps):  # the independent-pairs mistake: Z1 of other noise than x0
+        return rf.reflow_pairs(velocity, torch.randn_like(x0), steps=steps, method="euler").x1
+
+    def shuffled(velocity, x0, steps):
+        return rf.reflow_pairs(velocity, x0.flip(0), steps=steps, method="euler").x1
+
+    for wrong in (fresh_noise, shuffled):
+        for seed in (0, 1, 2):
+            with pytest.raises(ExerciseError, match="its own path"):
+                exercises.rectified_flow.REFLOW_TARGETS.check(wrong, seed=seed)

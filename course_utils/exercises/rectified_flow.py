@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._core import Exercise, Mistake, randint, uniform
+from ._core import Exercise, Mistake, Symptom, randint, uniform
 
 
 # 1. the logit-normal density -------------------------------------------------------------
@@ -72,6 +72,28 @@ def _reflow_inputs(gen):
     return (_linear_field(gen), x0, randint(2, 9, gen))  # steps ≥ 2: with one step, time never advances
 
 
+def _starts_elsewhere(got, velocity, x0, steps) -> bool:
+    """Whether `got` is the Euler end point of other starting points than `x0` (fresh noise, shuffled rows).
+
+    The inputs' field is linear, so `steps` Euler steps are an affine map z1 = z0 M + b: invert it to find
+    where each output row started, and see whether those starts are unrelated to x0."""
+    d = x0.shape[1]
+    b = reference_reflow_targets(velocity, torch.zeros(1, d, dtype=x0.dtype), steps)
+    m = reference_reflow_targets(velocity, torch.eye(d, dtype=x0.dtype), steps) - b
+    start = torch.linalg.solve(m.T, (got.to(x0.dtype) - b).T).T
+    if not torch.isfinite(start).all():
+        return False
+    nearest = torch.cdist(start, x0).min(1)
+    if (nearest.values < 1e-6).all():  # the rows of x0, in another order
+        return bool((nearest.indices != torch.arange(len(x0))).any())
+    corr = (start * x0).sum() / (start.norm() * x0.norm())
+    return bool(corr < 0.5 and 0.3 < start.std() < 3)  # noise-like starts, unrelated to x0
+
+
+def _fresh_noise_targets(velocity, x0, steps):
+    return reference_reflow_targets(velocity, torch.randn_like(x0), steps)
+
+
 REFLOW_TARGETS = Exercise("reflow_targets", reference_reflow_targets, _reflow_inputs, atol=1e-8, rtol=1e-6,
                           mistakes=[
     Mistake(lambda v, x0, steps: _euler(v, x0, steps, time=lambda k, n: 0.0),
@@ -83,6 +105,10 @@ REFLOW_TARGETS = Exercise("reflow_targets", reference_reflow_targets, _reflow_in
             "take exactly `steps` steps of size 1 / steps, from t = 0 to t = 1."),
     Mistake(lambda v, x0, steps: _euler(v, x0, steps, dt=1.0),
             "each step moves by the whole velocity; multiply it by the step size 1 / steps."),
+    Symptom(_starts_elsewhere,
+            "the outputs are end points of other starting points than `x0` (fresh noise or reordered rows); reflow "
+            "pairs each x0 with the end of its own path, Z_0 = x0, else the pairs are independent again.",
+            example=_fresh_noise_targets),
 ])
 
 
