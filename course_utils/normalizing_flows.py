@@ -16,6 +16,7 @@ log_det)`, `inverse(z) -> x`, `log_prob(x)`, `sample(n, generator=None)`; `x: (B
 - `log_prob_via_jacobian(f, x)`: the brute-force formula with a dense autograd Jacobian
   (O(D) backward passes and an O(D³) determinant per point), for checks and comparisons.
 - `histogram_l1(samples, density, edges)`: how far a 1D density is from a histogram of samples.
+- `mass_on_grid(log_prob, bounds, n)`: ∫ p over a square, to check that a 2D model density is normalised.
 - `likelihood_gap(model_log_prob, data_log_prob, x)`: test NLL, data entropy and their difference,
   which is KL(p_data ‖ p_θ), the quantity maximum likelihood minimises.
 - `bits_per_dim(nll_nats, dim)`: an NLL in nats per data point as bits per dimension.
@@ -289,6 +290,21 @@ def histogram_l1(samples: torch.Tensor, density: Callable[[torch.Tensor], torch.
     hist = torch.histogram(samples, edges).hist / (samples.numel() * widths)
     centres = 0.5 * (edges[1:] + edges[:-1])
     return float(((hist - density(centres).to(torch.float64)).abs() * widths).sum())
+
+
+def mass_on_grid(log_prob: Callable[[torch.Tensor], torch.Tensor], bounds=(-4.0, 4.0), n: int = 100) -> float:
+    """∫ exp(log_prob(x)) dx over the square [bounds]², by the midpoint rule on n × n cells, for a 2D density.
+
+    A normalised density with (almost) all its mass in the square gives ≈ 1. A "density" that forgot its
+    log-det does not, although its NLL can look plausible; a likelihood gap means something only after this check.
+    """
+    lo, hi = float(bounds[0]), float(bounds[1])
+    edges = torch.linspace(lo, hi, n + 1, dtype=torch.float64)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    gx, gy = torch.meshgrid(centres, centres, indexing="xy")
+    pts = torch.stack([gx.ravel(), gy.ravel()], dim=1).to(torch.float32)
+    values = log_prob(pts).detach().to("cpu", torch.float64).exp()
+    return float(values.sum() * ((hi - lo) / n) ** 2)
 
 
 class LikelihoodGap(NamedTuple):

@@ -406,6 +406,53 @@ def test_likelihood_gap_check_passes_for_a_trained_flow():
     assert -0.02 < gap.kl < 0.3 and gap0.kl > 0.3, (gap, gap0)
 
 
+def test_paired_gap_is_less_noisy_than_the_entropy_only_for_a_close_model():
+    """Notebook 01's check that the KL's standard error (paired on the same points) is below that of the entropy
+    estimate: it holds for a model close to the moons (the true density, widened by 5 %), and fails for N(0, I),
+    an untrained flow, whose log-density does not rise and fall with the data's."""
+    x = data.moons(2000, generator=torch.Generator().manual_seed(10)).double()
+    log_p = data.moons_log_prob(x)
+    entropy_se = (log_p.std() / len(log_p) ** 0.5).item()
+    close = nf.likelihood_gap(lambda v: data.moons_log_prob(v / 1.05) - 2 * math.log(1.05), data.moons_log_prob, x)
+    with torch.no_grad():
+        untrained = nf.likelihood_gap(nf.RealNVP(2, 4, hidden=16).double().log_prob, data.moons_log_prob, x)
+    assert close.stderr < entropy_se and -0.02 < close.kl < 0.3, (close, entropy_se)
+    assert not untrained.stderr < entropy_se, (untrained, entropy_se)
+
+
+class _NoLogDetRealNVP(nf.RealNVP):
+    """The classic bug: a flow whose log_prob forgets log |det ∂f/∂x|."""
+
+    def _forward(self, x):
+        z, log_det = super()._forward(x)
+        return nf.FlowOutput(z, torch.zeros_like(log_det))
+
+
+def test_mass_on_grid_catches_a_flow_that_forgot_its_log_det():
+    """Negative control for notebook 01's normalisation check (|∫ p_θ − 1| < 0.01 on [−4, 4]²): trained on the moons,
+    a flow without its log-det passes the likelihood-gap check, and only the mass on the grid gives it away."""
+    x = data.moons(2000, generator=torch.Generator().manual_seed(10))
+    results = {}
+    for cls in (nf.RealNVP, _NoLogDetRealNVP):
+        torch.manual_seed(0)
+        flow = cls(2, 8, hidden=32, depth=2)
+        gen = torch.Generator().manual_seed(1)
+        train.fit(flow, nf.nll_loss, lambda step: data.moons(256, generator=gen),
+                  train.TrainConfig(steps=300, lr=5e-3, progress=False))
+        with torch.no_grad():
+            results[cls] = (nf.likelihood_gap(flow.log_prob, data.moons_log_prob, x), nf.mass_on_grid(flow.log_prob))
+    (gap, mass), (gap_bug, mass_bug) = results[nf.RealNVP], results[_NoLogDetRealNVP]
+    assert gap.kl < 0.5 and abs(mass - 1) < 0.01, (gap, mass)
+    assert -0.02 < gap_bug.kl < 0.3, gap_bug  # the gap alone is fooled
+    assert abs(mass_bug - 1) > 1, mass_bug
+
+
+def test_mass_on_grid_of_a_gaussian():
+    gauss = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+    assert abs(nf.mass_on_grid(gauss.log_prob) - 1) < 1e-3
+    assert abs(nf.mass_on_grid(lambda p: gauss.log_prob(p) + math.log(2)) - 2) < 2e-3
+
+
 def test_bits_per_dim():
     assert nf.bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
     assert nf.bits_per_dim(math.log(256), 1) == pytest.approx(8.0)

@@ -54,6 +54,22 @@ def _rk4_inputs(gen):
     return (f, t, x, h)
 
 
+def _k3_from_k1(f, t, x, h):
+    k1 = f(t, x)
+    k2 = f(t + h / 2, x + h / 2 * k1)
+    k3 = f(t + h / 2, x + h / 2 * k1)
+    k4 = f(t + h, x + h * k3)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
+def _k4_from_k2(f, t, x, h):
+    k1 = f(t, x)
+    k2 = f(t + h / 2, x + h / 2 * k1)
+    k3 = f(t + h / 2, x + h / 2 * k2)
+    k4 = f(t + h, x + h * k2)
+    return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+
+
 def _rk38(f, t, x, h):
     k1 = f(t, x)
     k2 = f(t + h / 3, x + h * k1 / 3)
@@ -72,6 +88,9 @@ RK4_STEP = Exercise("rk4_step", reference_rk4_step, _rk4_inputs, atol=1e-6, rtol
     Mistake(_runge_kutta(weights=(1 / 4, 1 / 4, 1 / 4, 1 / 4)),
             "the four slopes are weighted equally; RK4 weights them 1/6, 2/6, 2/6, 1/6 (Simpson's rule)."),
     Mistake(_runge_kutta(half=1.0), "k2 and k3 are taken at x + h·k instead of the half step x + (h/2)·k."),
+    Mistake(_k3_from_k1, "k3 is evaluated at x + (h/2)·k1; each stage starts from the previous slope: "
+                         "k3 = f(t + h/2, x + (h/2)·k2)."),
+    Mistake(_k4_from_k2, "k4 is evaluated at x + h·k2; the last stage uses the third slope: k4 = f(t + h, x + h·k3)."),
     Mistake(_rk38, "this is Kutta's 3/8 rule (what torchdiffeq calls 'rk4'), also of order 4; "
                    "the exercise asks for the classical RK4 with weights 1/6, 2/6, 2/6, 1/6."),
 ])
