@@ -160,6 +160,10 @@ def test_log_prob_of_a_nonlinear_flow_integrates_to_one():
     assert abs(mass - 1) < 0.01
     gaussian = torch.exp(standard_normal_log_prob(grid))
     assert (p - gaussian).abs().max() > 0.01  # the field really changed the density
+    with torch.no_grad():  # negative control: the divergence integral with the wrong sign is not a density
+        back = cnf.integrate(model, grid, (1.0, 0.0), steps=8)
+        p_wrong = (standard_normal_log_prob(back.x) + back.delta_log_p).exp()
+    assert abs(p_wrong.sum().item() * (xs[1] - xs[0]).item() ** 2 - 1) > 0.05
 
 
 def test_forward_and_backward_log_densities_agree():
@@ -367,3 +371,56 @@ def test_log_density_path_of_a_linear_field_is_the_closed_form_at_every_time():
         closed = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=D64), M @ M.T).log_prob(x)
         torch.testing.assert_close(log_p, closed, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(path[0], standard_normal_log_prob(x))
+
+
+# ---------------------------------------------------------------------------- the notebook's headline checks
+
+
+@pytest.mark.parametrize("kind", cnf.PROBES)
+def test_the_unbiasedness_check_passes_true_probes_and_fails_a_biased_one(kind):
+    """Notebook 03 asserts `mean_within_standard_errors` on its Hutchinson estimates. Negative controls: a probe
+    shifted by ½ (E[eps epsᵀ] = I + ¼·11ᵀ, bias ¼·1ᵀJ1), one scaled by 1.2 (bias 0.44·tr J), and the exact
+    trace repeated (no spread)."""
+    model = small_mlp(4, seed=3)
+    with torch.no_grad():
+        model.net[-1].weight.mul_(20)  # a Jacobian of order one, as in the notebook
+    n = 8000
+    x = torch.randn(1, 4, dtype=D64, generator=torch.Generator().manual_seed(7)).expand(n, 4).clone()
+    x.requires_grad_(True)
+    f_x = model(x, torch.full((n,), 0.5, dtype=D64))
+    exact = cnf.divergence_exact(f_x, x, create_graph=False)[0].item()
+    eps = cnf.probe(x, kind, torch.Generator().manual_seed(8))
+    est = lambda e: cnf.divergence_hutchinson(f_x, x, e, create_graph=False).detach()  # noqa: E731
+    assert cnf.mean_within_standard_errors(est(eps), exact)
+    J = torch.autograd.functional.jacobian(lambda y: model(y[None], torch.tensor([0.5], dtype=D64))[0], x[0].detach())
+    se = est(eps).std().item() / math.sqrt(n)
+    for biased, bias in ((eps + 0.5, 0.25 * J.sum().item()), (1.2 * eps, 0.44 * torch.trace(J).item())):
+        assert abs(bias) > 8 * se  # the control is meaningful: its bias is far outside the test's reach
+        assert not cnf.mean_within_standard_errors(est(biased), exact)
+    assert not cnf.mean_within_standard_errors(torch.full((n,), exact, dtype=D64), exact)
+    with pytest.raises(ValueError, match="two estimates"):
+        cnf.mean_within_standard_errors(torch.ones(1), 1.0)
+
+
+def test_on_black_squares_holds_the_data_and_half_of_the_board():
+    from course_utils import data
+
+    x = data.sample_toy("checkerboard", 20000, generator=torch.Generator().manual_seed(30))
+    assert cnf.on_black_squares(x).all()
+    mean, std = data.standardisation("checkerboard")
+    board = (4 * torch.rand(20000, 2, generator=torch.Generator().manual_seed(31), dtype=D64) - 2 - mean) / std
+    assert abs(cnf.on_black_squares(board).double().mean().item() - 0.5) < 0.02  # the uniform board: half
+    assert not cnf.on_black_squares(torch.tensor([[5.0, 5.0]])).any()  # off the board
+
+
+def test_the_gap_bounds_the_mass_on_the_black_squares(board_test):
+    """KL ≥ −log q(black): for the board's uniform density (gap log 2) and a density leaking a fraction to the white
+    squares, the mass on the black squares is at least exp(−gap), with equality when q is uniform on each cell."""
+    x, entropy = board_test
+    data_lp, board_lp = _board_log_prob("data"), _board_log_prob("board")
+    for w in (0.5, 0.8, 0.95):  # mixture: w on the black squares (the data's density), 1 − w on the whole board
+        mix = lambda p, w=w: torch.logaddexp(math.log(w) + data_lp(p), math.log(1 - w) + board_lp(p))  # noqa: E731
+        gap = cnf.likelihood_gap(mix, x, entropy)
+        q_black = w + (1 - w) / 2
+        assert q_black == pytest.approx(math.exp(-gap), abs=1e-6)  # equality: q is uniform on both cells
+        assert cnf.learned_the_squares(gap) == (gap < cnf.CHECKERBOARD_GAP_BOUND)

@@ -110,8 +110,9 @@ def train_ffjord(cfg: FFJORDTrainConfig | str | Path | None = None, **overrides)
     """Train (or resume) FFJORD as `cfg` says; return `train.fit`'s result.
 
     `cfg` may also be a checkpoint path (then nothing is exported), and keyword arguments
-    override its fields: `train_ffjord(path, steps=2, hidden=16)`; `checkpoint=""` trains in
-    memory alone (what notebook 03 does in full mode).
+    override its fields: `train_ffjord(path, steps=2, hidden=16)`; notebook 03's full mode trains
+    this way into data/ffjord_checkerboard_full.pt (ignored by git; run again, it resumes).
+    `checkpoint=""` trains in memory alone.
     """
     cfg = config_from(FFJORDTrainConfig, cfg, overrides)
     check_paths(cfg.checkpoint, cfg.export)
