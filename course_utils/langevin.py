@@ -10,6 +10,8 @@
 - `NoiseConditionalScore`: s_θ(x, σ) = net(x / √(σ_data² + σ²), t(σ)) / σ, t(σ) the VE time of σ, and
   `ncsn_loss`, DSM weighted by λ(σ) = σ²: ½ E ||σ s_θ(x + σ ε, σ) + ε||².
 - `ConvScoreNet` (in `course_utils.models.conv_score`): a small convolutional `net(x, t)` for MNIST.
+- `moons_mixture`, `tempered_weights`, `upper_mass`, `score_error_by_density`: notebook 06's measurements
+  (the moons' exact p_σ, tempering vs noising the NCSN toy, the learned score's error against log p_σ).
 
 A score model is called `score(x, sigma)` with `x: (B, *D)` and `sigma: (B,)`: the noise level
 is an NCSN's clock (`t(σ)` converts it to VE-SDE time).
@@ -18,11 +20,12 @@ is an NCSN's clock (`t(σ)` converts it to VE-SDE time).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from . import solvers
+from . import data, mixtures, solvers
 from .schedules import VESchedule
 from .tensors import append_dims, batch_time, randn_like
 
@@ -190,3 +193,69 @@ def ncsn_loss(model, x: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor | N
     sig = append_dims(sigma, x.ndim)
     residual = sig * model(x + sig * eps, sigma) + eps
     return 0.5 * residual.flatten(1).pow(2).sum(1).mean()
+
+
+# ---------------------------------------------------------------------------- analysis (notebook 06)
+def moons_mixture(n_angles: int = 500):
+    """The standardised moons of `data.moons` as a `GaussianMixture`: 2·`n_angles` equal components on the
+    two half circles (midpoint rule in the angle), each N(c, diag((0.1/std)²)) in standardised coordinates.
+
+    Its `log_prob` is `data.moons_log_prob`; `noised(1.0, σ)` is the exact p_σ = p * N(0, σ²I), so
+    `marginal_score()` / `marginal_log_prob()` are the exact noise-conditional score and log-density.
+    """
+    mean, std = data.standardisation("moons")
+    theta = (torch.arange(n_angles, dtype=torch.float64) + 0.5) * math.pi / n_angles
+    upper = torch.stack([torch.cos(theta), torch.sin(theta)], 1)
+    lower = torch.stack([1 - torch.cos(theta), 0.5 - torch.sin(theta)], 1)
+    centres = (torch.cat([upper, lower]) - mean.double()) / std.double()
+    stds = (0.1 / std.double()).expand_as(centres)
+    return mixtures.GaussianMixture(centres.float(), stds.float())
+
+
+def tempered_weights(weights, tau: float) -> torch.Tensor:
+    """Mode weights of p^{1/τ} for a well-separated mixture with equal component stds: w_k^{1/τ} / Σ_j w_j^{1/τ}.
+
+    Near mode k, p ≈ w_k N(μ_k, s²I), so p^{1/τ} ≈ w_k^{1/τ} N(μ_k, s²I)^{1/τ} ∝ w_k^{1/τ} N(μ_k, τ s²I) with
+    the same constant for every k. Noising, p * N(0, σ²I), keeps the weights w_k instead.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64) ** (1.0 / tau)
+    return w / w.sum()
+
+
+def upper_mass(log_density, half_width: float = 15.0, n: int = 601) -> float:
+    """∫_{x₁+x₂>0} e^{log_density} / ∫ e^{log_density} on the square [−half_width, half_width]², by the midpoint
+    rule on an n×n grid: the share of a 2-D (unnormalised) density on the (5, 5) side of the NCSN toy."""
+    h = 2 * half_width / n
+    g = -half_width + h * (torch.arange(n, dtype=torch.float64) + 0.5)
+    pts = torch.cartesian_prod(g, g)
+    logp = log_density(pts).double()
+    w = torch.softmax(logp, 0)  # the grid's weights, normalised in log space
+    return float(w[pts.sum(1) > 0].sum())
+
+
+class ScoreErrorByDensity(NamedTuple):
+    log_p: torch.Tensor         # (B,) log p_σ at each point
+    error: torch.Tensor         # (B,) σ‖s − s*‖ at each point: the error of the implied noise prediction
+    centres: torch.Tensor       # (n_bins,) mean log p_σ of each bin, lowest density first
+    bin_error: torch.Tensor     # (n_bins,) √(mean_bin σ²‖s − s*‖²), the bin's RMS of `error`
+    bin_relative: torch.Tensor  # (n_bins,) √(Σ_bin ‖s − s*‖² / Σ_bin ‖s*‖²), the bin's relative error
+
+
+@torch.no_grad()
+def score_error_by_density(score, exact_score, log_prob, x: torch.Tensor, sigma: float,
+                           n_bins: int = 5) -> ScoreErrorByDensity:
+    """The error of `score(x, σ)` against `exact_score(x, σ)` in `n_bins` equal-count bins of log p_σ(x).
+
+    Two measures per bin: the RMS of σ‖s − s*‖ (the scale the NCSN loss weighs: its excess over the minimum is
+    ½ E σ²‖s − s*‖²), and the relative error √(Σ‖s − s*‖² / Σ‖s*‖²), a ratio of sums so that single points
+    where s* ≈ 0 (a ridge of the density) do not dominate it.
+    """
+    sig = torch.full((x.shape[0],), float(sigma), dtype=x.dtype)
+    s, s_star = score(x, sig), exact_score(x, sig)
+    sq_err, sq_ref = (s - s_star).pow(2).sum(1), s_star.pow(2).sum(1)
+    log_p = log_prob(x, sig)
+    bins = torch.argsort(log_p).tensor_split(n_bins)
+    centres = torch.stack([log_p[b].mean() for b in bins])
+    bin_error = torch.stack([float(sigma) * sq_err[b].mean().sqrt() for b in bins])
+    bin_relative = torch.stack([(sq_err[b].sum() / sq_ref[b].sum()).sqrt() for b in bins])
+    return ScoreErrorByDensity(log_p, float(sigma) * sq_err.sqrt(), centres, bin_error, bin_relative)

@@ -13,7 +13,11 @@ from course_utils.langevin import (
     geometric_sigmas,
     langevin_dynamics,
     langevin_step,
+    moons_mixture,
     ncsn_loss,
+    score_error_by_density,
+    tempered_weights,
+    upper_mass,
     ve_reverse_diffusion,
     ve_sigmas,
 )
@@ -181,3 +185,118 @@ def test_exercise_checks_accept_reference_and_reject_mistakes():
         exercises.check_geometric_sigmas(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
     with pytest.raises(exercises.ExerciseError):  # increasing instead of decreasing
         exercises.check_geometric_sigmas(lambda hi, lo, n: geometric_sigmas(hi, lo, n).flip(0))
+
+
+# ---------------------------------------------------------------------------- annealed Langevin exercise
+def _annealed_by_hand(score, x, sigmas, n_steps_each, step_size, generator):
+    for sigma in sigmas:
+        alpha = step_size * (sigma / sigmas[-1]) ** 2
+        for _ in range(n_steps_each):
+            x = x + 0.5 * alpha * score(x, sigma) + alpha.sqrt() * torch.randn(x.shape, generator=generator)
+    return x
+
+
+def test_annealed_langevin_by_hand_is_the_library_on_the_toy():
+    """Algorithm 1 written as two loops equals `annealed_langevin` on the exact mixture score, same generator."""
+    toy, sigmas = ncsn_toy(), geometric_sigmas(20.0, 1.0, 10)
+    x0 = 16 * torch.rand(300, 2, generator=gen()) - 8
+    ours = _annealed_by_hand(toy.marginal_score(), x0, sigmas, 20, 0.1, gen(5))
+    ref = annealed_langevin(toy.marginal_score(), x0, sigmas, n_steps_each=20, step_size=0.1, generator=gen(5)).x
+    torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_annealed_langevin_check_names_each_mistake():
+    from course_utils.exercises.langevin import ANNEALED_LANGEVIN
+
+    exercises.check_annealed_langevin(_annealed_by_hand)
+    for mistake in ANNEALED_LANGEVIN.mistakes:  # negative controls: each wrong loop fails, with its own message
+        with pytest.raises(exercises.ExerciseError) as err:
+            exercises.check_annealed_langevin(mistake.wrong)
+        assert mistake.message in str(err.value)
+    with pytest.raises(exercises.ExerciseError, match="not implemented"):
+        exercises.check_annealed_langevin(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+
+
+# ---------------------------------------------------------------------------- tempering vs noising
+def test_tempering_changes_the_weights_noising_keeps_them():
+    """p^{1/τ} of the toy puts w₁^{1/τ}/Σ w^{1/τ} on the (5, 5) side (grid vs closed form); p_σ keeps w and its
+    share is the overlap 0.8Φ(d) + 0.2(1 − Φ(d)), d = 5√2/√(1+σ²). Negative control: the tempered density fails
+    the overlap formula (its weights moved), and the untempered p passes the tempered formula only at τ = 1."""
+    toy = ncsn_toy()
+    phi = lambda u: 0.5 * (1 + math.erf(u / math.sqrt(2)))
+    overlap = lambda s2: 0.8 * phi(5 * math.sqrt(2) / math.sqrt(s2)) + 0.2 * (1 - phi(5 * math.sqrt(2) / math.sqrt(s2)))
+    for tau in (0.5, 2.0, 4.0):
+        share = upper_mass(lambda x: toy.log_prob(x.float()).double() / tau)
+        assert share == pytest.approx(tempered_weights(toy.weights, tau)[0].item(), abs=1e-3)
+        assert abs(share - overlap(tau)) > 0.05  # the same widths by noise would keep 0.8: tempering moved weight
+    assert tempered_weights([0.8, 0.2], 1.0)[0].item() == pytest.approx(0.8)
+    for sig in (0.5, 2.0, 4.0):
+        noised = toy.noised(1.0, sig)
+        share = upper_mass(lambda x: noised.log_prob(x.float()).double(), half_width=15 + 3 * sig)
+        assert share == pytest.approx(overlap(1 + sig**2), abs=1e-3)
+        torch.testing.assert_close(noised.weights, toy.weights)
+
+
+# ---------------------------------------------------------------------------- the moons' exact noised score
+def test_moons_mixture_is_the_moons_density_and_its_noised_score_is_exact():
+    from course_utils import data
+    from course_utils.score_matching import autograd_score
+
+    mix = moons_mixture()
+    x = data.moons(500, generator=gen())
+    torch.testing.assert_close(mix.log_prob(x), data.moons_log_prob(x), rtol=1e-5, atol=1e-4)
+    sigma = torch.full((500,), 0.3)
+    y = x + 0.3 * torch.randn(500, 2, generator=gen(1))
+    by_autograd = autograd_score(lambda z: mix.marginal_log_prob()(z, sigma), y)
+    torch.testing.assert_close(mix.marginal_score()(y, sigma), by_autograd, rtol=1e-3, atol=1e-3)
+
+
+def _error_points():
+    from course_utils import data
+
+    g = gen(16)
+    x = data.moons(600, generator=g)
+    return torch.cat([x + 0.05 * torch.randn(600, 2, generator=g), 5 * torch.rand(600, 2, generator=g) - 2.5])
+
+
+def test_score_error_by_density_sees_far_field_errors_only_where_they_are():
+    """The notebook's claim, σ‖s_θ − s‖ larger in the lowest-density bin than in the highest (×3): true for a score
+    that is wrong far from the data (the exact one, clipped), false for the exact score and for one that is wrong
+    only on the data (negative controls)."""
+    mix, sigma = moons_mixture(), 0.05
+    exact, log_p = mix.marginal_score(), mix.marginal_log_prob()
+    x = _error_points()
+    claim = lambda r: bool(r.bin_error[0] > 3 * r.bin_error[-1])
+
+    def clipped(y, s):  # exact, with its size capped: wrong only where the score is large, far from the data
+        out = exact(y, s)
+        return out * (5.0 / out.norm(dim=1, keepdim=True)).clamp(max=1.0)
+
+    dense = log_p(x, torch.full((len(x),), sigma)).median()
+
+    def wrong_on_data(y, s):  # exact plus a fixed push of size 1/σ where the density is high
+        bump = (log_p(y, s) > dense).float()[:, None] * torch.tensor([1.0 / sigma, 0.0])
+        return exact(y, s) + bump
+
+    far = score_error_by_density(clipped, exact, log_p, x, sigma)
+    assert claim(far) and far.bin_relative[0] > far.bin_relative[-1]
+    none = score_error_by_density(exact, exact, log_p, x, sigma)
+    assert not claim(none) and none.bin_error.max() == 0 and none.bin_relative.max() == 0
+    assert not claim(score_error_by_density(wrong_on_data, exact, log_p, x, sigma))
+    assert far.centres.shape == (5,) and (far.centres[1:] >= far.centres[:-1]).all()  # lowest density first
+
+
+def test_sigma_squared_weighting_puts_every_level_on_one_scale():
+    """Data N(0, I), exact noised score: with λ = σ² the per-level loss is ½ D/(1 + σ²) ≤ D/2 at every level; with
+    λ = 1 (the negative control) it is that over σ², and the smallest level outweighs the largest ×10⁴ and more."""
+    d = 2
+    x = torch.randn(100_000, d, generator=gen(), dtype=torch.float64)
+    exact = lambda y, sig: -y / (1 + sig[:, None] ** 2)
+    weighted = {}
+    for s in (0.05, 5.0):
+        sigma = torch.full((x.shape[0],), s, dtype=torch.float64)
+        weighted[s] = ncsn_loss(exact, x, sigma, generator=gen(1)).item()
+        assert weighted[s] == pytest.approx(0.5 * d / (1 + s**2), rel=0.03)
+    assert max(weighted.values()) / min(weighted.values()) < 30
+    unweighted = {s: v / s**2 for s, v in weighted.items()}
+    assert unweighted[0.05] / unweighted[5.0] > 1e4

@@ -81,3 +81,84 @@ GEOMETRIC_SIGMAS = Exercise("geometric_sigmas", reference_geometric_sigmas, _sig
 def check_geometric_sigmas(student_fn) -> None:
     """geometric_sigmas(sigma_max, sigma_min, n_levels): (L,) from σ_max down to σ_min, constant ratio."""
     GEOMETRIC_SIGMAS.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- annealed Langevin (Algorithm 1)
+def reference_annealed_langevin(score, x: torch.Tensor, sigmas: torch.Tensor, n_steps_each: int,
+                                step_size: float, generator: torch.Generator) -> torch.Tensor:
+    """`course_utils.langevin.annealed_langevin(...).x`, run on a copy of `generator` (the student's draws the same z)."""
+    from .. import langevin as lg
+
+    copy = torch.Generator().set_state(generator.get_state())
+    return lg.annealed_langevin(score, x, sigmas, n_steps_each=n_steps_each, step_size=step_size,
+                                generator=copy).x
+
+
+def _annealed(alpha=lambda eps, s, sigmas: eps * (s / sigmas[-1]) ** 2, drift=lambda a: a / 2,
+              noise=lambda a: math.sqrt(a), order=lambda sigmas: sigmas, steps_outside=False):
+    """Algorithm 1 with one piece changed: the step size, the drift or noise coefficient, the order of the levels,
+    or the two loops swapped (steps outside, levels inside)."""
+    def run(score, x, sigmas, n_steps_each, step_size, generator):
+        generator = torch.Generator().set_state(generator.get_state())  # a copy: the inputs are shared
+
+        def step(x, s):
+            a = float(alpha(step_size, s, sigmas))
+            return x + drift(a) * score(x, s) + noise(a) * torch.randn(x.shape, generator=generator)
+        if steps_outside:
+            for _ in range(n_steps_each):
+                for s in order(sigmas):
+                    x = step(x, s)
+            return x
+        for s in order(sigmas):
+            for _ in range(n_steps_each):
+                x = step(x, s)
+        return x
+    return run
+
+
+def _annealed_inputs(gen):
+    from ..mixtures import GaussianMixture
+
+    means = 8 * torch.rand(2, 2, generator=gen) - 4
+    mix = GaussianMixture(means, [uniform(0.5, 1.5, gen), uniform(0.5, 1.5, gen)], [uniform(0.2, 0.8, gen), 0.5])
+    sigma_min = uniform(0.3, 1.0, gen)
+    sigmas = reference_geometric_sigmas(sigma_min * uniform(4, 12, gen), sigma_min, randint(3, 6, gen))
+    x = float(sigmas[0]) * torch.randn(randint(4, 9, gen), 2, generator=gen)
+    step_size = uniform(0.05, 0.5, gen) * float(sigmas[-1]) ** 2
+    return (mix.marginal_score(), x, sigmas, randint(2, 5, gen), step_size,
+            torch.Generator().manual_seed(randint(0, 2**30, gen)))
+
+
+ANNEALED_LANGEVIN = Exercise("annealed_langevin", reference_annealed_langevin, _annealed_inputs,
+                             atol=1e-4, rtol=1e-4, mistakes=[
+    Mistake(_annealed(drift=lambda a: a),
+            "the drift is α_i·score; each step moves by half the step size, (α_i/2)·s(x, σ_i), next to the noise "
+            "√α_i·z."),
+    Mistake(_annealed(drift=lambda a: a, noise=lambda a: math.sqrt(2 * a)),
+            "this is the other convention, x + α_i·s + √(2α_i)·z; the course (and Song & Ermon's Algorithm 1) "
+            "writes the step as x + (α_i/2)·s + √α_i·z."),
+    Mistake(_annealed(noise=lambda a: math.sqrt(2 * a)),
+            "the drift (α_i/2)·s and the noise √(2α_i)·z belong to two different conventions: with the drift "
+            "(α_i/2)·s the noise is √α_i·z; mixed, the chain samples p^(1/2) (twice the temperature)."),
+    Mistake(_annealed(noise=lambda a: 0.0),
+            "the noise term √α_i·z is missing: that is annealed gradient ascent, which collapses onto modes."),
+    Mistake(_annealed(alpha=lambda eps, s, sigmas: eps),
+            "the step size is the same at every level; it must scale with the level, α_i = ε·σ_i²/σ_L², so that "
+            "α_i/σ_i² is fixed."),
+    Mistake(_annealed(alpha=lambda eps, s, sigmas: eps * s / sigmas[-1]),
+            "the step size scales with σ_i; it scales with the variance, α_i = ε·σ_i²/σ_L²."),
+    Mistake(_annealed(alpha=lambda eps, s, sigmas: eps * (s / sigmas[0]) ** 2),
+            "the step size is normalised by the largest level σ_1; ε is the step at the smallest level σ_L: "
+            "α_i = ε·σ_i²/σ_L²."),
+    Mistake(_annealed(order=lambda sigmas: sigmas.flip(0)),
+            "the levels run from the smallest noise to the largest; annealing starts at σ_1 (the largest, "
+            "`sigmas[0]`) and ends at σ_L."),
+    Mistake(_annealed(steps_outside=True),
+            "the loops are swapped: all T steps at one level come before moving to the next level (levels in the "
+            "outer loop, steps in the inner one)."),
+])
+
+
+def check_annealed_langevin(student_fn) -> None:
+    """annealed_langevin(score, x, sigmas, n_steps_each, step_size, generator): Song & Ermon's Algorithm 1."""
+    ANNEALED_LANGEVIN.check(student_fn)
