@@ -451,3 +451,98 @@ def test_exercise_checks_accept_the_references_and_reject_typical_mistakes():
 
     with pytest.raises(exercises.ExerciseError, match="η = 1"):
         exercises.check_ddim_step(ignores_eta)
+
+
+# --- the posterior by regression, Heun in σ̄, rectified flow = DDIM ------------------------------------
+
+
+def _closed_posterior(diff, x0, t):
+    """Slope (the coefficient of x_t), intercept (the x_0 term) and variance of q(x_{t−1} | x_t, x_0)."""
+    zeros, ones = torch.zeros(1, x0.numel(), dtype=F64), torch.ones(1, x0.numel(), dtype=F64)
+    return (diff.q_posterior(zeros, ones, t).mean[0], diff.q_posterior(x0[None], zeros, t).mean[0],
+            diff.q_posterior(zeros, ones, t).var[0])
+
+
+@pytest.mark.parametrize("t", [2, 25])
+def test_posterior_by_regression_matches_the_closed_form_and_rejects_wrong_ones(t):
+    diff, x0 = make(50), torch.tensor([0.7, -1.2], dtype=F64)
+    fit = D.posterior_by_regression(diff, x0, t, 20000, generator=torch.Generator().manual_seed(t))
+    slope, intercept, var = _closed_posterior(diff, x0, t)
+    assert fit.max_z(slope, intercept, var) < 5
+    # negative controls: the forward step's β_t as the variance, the x_0 and x_t coefficients swapped
+    beta = diff.schedule.betas[t]
+    if t == 2:
+        assert fit.max_z(slope, intercept, beta.expand(2)) > 20
+    coef_x0 = intercept / x0
+    assert fit.max_z(coef_x0, slope * x0, var) > 20
+    with pytest.raises(ValueError, match="2..50"):
+        D.posterior_by_regression(diff, x0, 1, 100)
+
+
+def _ode_errors(diff, model, x_T, k, heun_method):
+    step = D.sigma_bar_step(diff.schedule, heun_method)
+    reference = D.solvers.sample(model, x_T, torch.linspace(1, 0, 401), method=D.sigma_bar_step(diff.schedule)).x
+    heun = D.solvers.sample(model, x_T, diff.grid((k + 1) // 2), method=step)
+    ddim = diff.sample(model, x_T, steps=k, method="ddim").x
+    assert heun.nfe <= k
+    return (heun.x - reference).norm(dim=1).mean().item(), (ddim - reference).norm(dim=1).mean().item()
+
+
+def test_euler_in_sigma_bar_is_ddim_and_heun_beats_it_at_equal_calls():
+    diff = make(100)
+    model = gaussian_eps(diff, 0.5, 0.3)
+    x_T = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    euler = D.solvers.sample(model, x_T, diff.grid(10), method=D.sigma_bar_step(diff.schedule, "euler"))
+    torch.testing.assert_close(euler.x, diff.sample(model, x_T, steps=10, method="ddim").x, atol=1e-5, rtol=1e-5)
+    assert euler.nfe == 10
+    assert D.solvers.sample(model, x_T, diff.grid(5), method=D.sigma_bar_step(diff.schedule)).nfe == 9  # 2k − 1
+    heun, ddim = _ode_errors(diff, model, x_T, 50, "heun")
+    assert heun < 0.6 * ddim
+    heun_5, ddim_5 = _ode_errors(diff, model, x_T, 5, "heun")
+    assert heun_5 > ddim_5  # three long steps: the correction does not pay
+    # negative control: the Euler step in Heun's place (half the steps at the same budget) loses
+    euler_err, ddim = _ode_errors(diff, model, x_T, 50, "euler")
+    assert not euler_err < 0.6 * ddim
+    with pytest.raises(ValueError, match="heun"):
+        D.sigma_bar_step(diff.schedule, "rk4")
+
+
+def test_rectified_flow_euler_is_ddim_exactly_and_the_unscaled_rewrite_is_not():
+    diff = make(100)
+    model = gaussian_eps(diff, 0.5, 0.3)
+    x_T = torch.randn(200, 2, generator=torch.Generator().manual_seed(1))
+    for k in (3, 10):
+        ddim = diff.sample(model, x_T, steps=k, method="ddim").x
+        rf = D.rectified_flow_euler(model, diff.schedule, x_T, diff.grid(k))
+        assert (rf - ddim).abs().max() < 1e-4
+        # negative control: the velocity of the linear path, but with the scale α + σ left out (z = x)
+        unscaled = D.rectified_flow_euler(model, diff.schedule, x_T, diff.grid(k), rescale=False)
+        assert (unscaled - ddim).abs().max() > 0.1
+
+
+def test_posterior_variance_check_names_the_usual_mistakes():
+    from course_utils.exercises import diffusion as ex
+
+    exercises.check_posterior_variance(ex.reference_posterior_variance)
+    torch.testing.assert_close(ex.reference_posterior_variance(make(50).schedule.betas[1:]),
+                               torch.stack([make(50).q_posterior(torch.zeros(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64), t).var[0, 0]
+                                            for t in range(1, 51)]))
+
+    def abar_pair(betas):
+        abar = torch.cumprod(1 - betas, 0)
+        return abar, torch.cat([abar.new_ones(1), abar[:-1]])
+
+    wrong = {
+        "forward step": lambda betas: betas,
+        "swapped": lambda betas: (1 - abar_pair(betas)[0]) / (1 - abar_pair(betas)[1]) * betas,
+        "1 − ᾱ_{t−1} is missing": lambda betas: betas / (1 - abar_pair(betas)[0]),
+    }
+    for message, fn in wrong.items():
+        with pytest.raises(exercises.ExerciseError, match=message):
+            exercises.check_posterior_variance(fn)
+
+    def stub(betas):
+        raise NotImplementedError
+
+    with pytest.raises(exercises.ExerciseError, match="not implemented"):
+        exercises.check_posterior_variance(stub)

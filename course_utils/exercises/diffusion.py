@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..schedules import linear_betas
 from ..tensors import append_dims
 from ._core import Case, Exercise, Mistake, randint, uniform
 
@@ -60,6 +61,64 @@ Q_SAMPLE = Exercise("q_sample", reference_q_sample, _q_inputs, mistakes=[
 def check_q_sample(student_fn) -> None:
     """q_sample(x0, eps, abar_t): noise a batch of any shape to time t in one jump."""
     Q_SAMPLE.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- posterior variance
+def _abar_pair(betas: torch.Tensor):
+    """ᾱ_t and ᾱ_{t−1} for t = 1..T from the table β_1..β_T (ᾱ_0 = 1)."""
+    abar = torch.cumprod(1 - betas, 0)
+    return abar, torch.cat([abar.new_ones(1), abar[:-1]])
+
+
+def reference_posterior_variance(betas: torch.Tensor) -> torch.Tensor:
+    """β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t for t = 1..T, from `betas: (T,)` = β_1..β_T."""
+    abar, abar_prev = _abar_pair(betas)
+    return (1 - abar_prev) / (1 - abar) * betas
+
+
+def _posterior_variance_swapped(betas):
+    abar, abar_prev = _abar_pair(betas)
+    return (1 - abar) / (1 - abar_prev) * betas
+
+
+def _posterior_variance_no_prev(betas):
+    abar, _ = _abar_pair(betas)
+    return betas / (1 - abar)
+
+
+def _posterior_variance_one_step(betas):
+    alphas = 1 - betas
+    alphas_prev = torch.cat([alphas.new_ones(1), alphas[:-1]])
+    return (1 - alphas_prev) / (1 - alphas) * betas
+
+
+def _beta_table(gen, T=None):
+    """An increasing table β_1..β_T (float64), as schedules build them."""
+    T = randint(3, 12, gen) if T is None else T
+    low, high = uniform(1e-3, 0.05, gen), uniform(0.1, 0.5, gen)
+    return (torch.linspace(low, high, T, dtype=torch.float64),)
+
+
+POSTERIOR_VARIANCE = Exercise("posterior_variance", reference_posterior_variance, cases=[
+    Case(lambda gen: (linear_betas(50),), "the linear table, T = 50"),
+    Case(_beta_table, "random increasing tables"),
+], mistakes=[
+    Mistake(lambda betas: betas.clone(),
+            "it returns β_t, the variance of the forward step q(x_t | x_{t−1}); the posterior "
+            "q(x_{t−1} | x_t, x_0) also knows x_0 and is narrower (β̃_1 = 0: at t = 1, x_0 fixes x_{t−1})."),
+    Mistake(_posterior_variance_swapped,
+            "ᾱ_t and ᾱ_{t−1} are swapped: the factor is (1 − ᾱ_{t−1})/(1 − ᾱ_t) ≤ 1, so that β̃_t ≤ β_t."),
+    Mistake(_posterior_variance_no_prev,
+            "the factor 1 − ᾱ_{t−1} is missing: β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t, which is 0 at t = 1."),
+    Mistake(_posterior_variance_one_step,
+            "it uses the one-step α_t = 1 − β_t where the cumulative products ᾱ_t = α_1⋯α_t belong "
+            "(q(x_{t−1} | x_0) has variance 1 − ᾱ_{t−1})."),
+])
+
+
+def check_posterior_variance(student_fn) -> None:
+    """posterior_variance(betas): the variance β̃_t of q(x_{t−1} | x_t, x_0) for every t, from the β table."""
+    POSTERIOR_VARIANCE.check(student_fn)
 
 
 # ---------------------------------------------------------------------------- DDIM
