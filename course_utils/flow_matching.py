@@ -396,9 +396,132 @@ def continuity_residual(log_prob, field, x: torch.Tensor, t: torch.Tensor) -> to
     return (dp_dt + div).detach()
 
 
+
+# SD3's weighted ε-loss (Esser et al. 2024, §2) ------------------------------------------------
+def sd3_coefficients(path: GaussianPath, t_sd3: torch.Tensor) -> ScheduleOutput:
+    """a_t, b_t, a'_t, b'_t of `path` in SD3's time (data at 0, noise at 1): z_t = a_t x + b_t ε with
+    a_t = α_{1−t}, b_t = σ_{1−t} of the course's flow time, derivatives in SD3 time (sign flipped)."""
+    return Reversed(path.schedule)(t_sd3)
+
+
+def log_snr_derivative(a, b, da, db):
+    """λ'_t for λ_t = log(a_t² / b_t²): 2 (a'_t / a_t − b'_t / b_t)."""
+    return 2 * (da / a - db / b)
+
+
+def cfm_eps_weight(a, b, da, db):
+    """SD3's weight of the CFM loss written as a weighted ε-loss: w_t = −½ λ'_t b_t² (Esser et al. 2024, §2).
+
+    In SD3's time λ'_t < 0, so w_t > 0; rectified flow (a_t = 1 − t, b_t = t) gives w_t = t / (1 − t),
+    the VP path (diffusion time) w_t = β(t) / 2.
+    """
+    return -0.5 * log_snr_derivative(a, b, da, db) * b**2
+
+
+def cfm_as_weighted_eps_loss(model, path: GaussianPath, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor,
+                             weight=cfm_eps_weight) -> tuple[float, float]:
+    """(L_CFM, L_w) for one model and one batch at flow times `t: (B,)` (0 < t < 1):
+
+        L_CFM = mean_b ‖v_θ(x_t, t) − u_t‖²,
+        L_w   = mean_b −½ w_t λ'_t ‖ε_θ(x_t) − ε‖²,  ε_θ the model's velocity converted to ε,
+
+    with a_t, b_t, λ'_t and w_t = weight(a, b, a', b') in SD3's time 1 − t. With `cfm_eps_weight` the two
+    are equal for any model (SD3 §2); a wrong weight makes them differ.
+    """
+    s = path.sample(x0, x1, t)
+    with torch.no_grad():
+        v = model(s.x_t, s.t)
+    cfm = (v - s.u_t).pow(2).flatten(1).sum(1)
+    eps_hat = path.schedule.velocity_to_eps(v, s.x_t, s.t)
+    c = sd3_coefficients(path, 1 - s.t)
+    a, b, da, db = c.alpha_t, c.sigma_t, c.d_alpha_t, c.d_sigma_t
+    lam_prime = log_snr_derivative(a, b, da, db)
+    eps_loss = (-0.5 * weight(a, b, da, db) * lam_prime) * (eps_hat - x0).pow(2).flatten(1).sum(1)
+    return cfm.mean().item(), eps_loss.mean().item()
+
+
+# score ↔ velocity and a stochastic sampler ------------------------------------------------------
+def score_from_velocity(path: GaussianPath, v: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    """∇log p_t(x) from the velocity v = u_t(x) of a Gaussian path, in flow time:
+
+        ε̂ = (α_t v − α'_t x) / (α_t σ'_t − α'_t σ_t),   ∇log p_t(x) = −ε̂ / σ_t.
+
+    The same as `schedules.velocity_to_score` (which divides through by α_t), but finite at α_t = 0
+    (the noise end of the OT path, where the score is −x).
+    """
+    t, (a, s, da, ds) = path._coeffs(t, x)
+    eps = (a * v - da * x) / (a * ds - da * s)
+    return -eps / s
+
+
+def sample_sde(model, path: GaussianPath, x0: torch.Tensor, steps: int = 100, g=1.0, *,
+               generator: torch.Generator | None = None, score_correction: bool = True) -> torch.Tensor:
+    """Euler–Maruyama on dx = [v_θ(x, t) + ½ g(t)² s_θ(x, t)] dt + g(t) dW in flow time, from the path's
+    source σ_0 x0 at t = 0 to t_max, with s_θ = `score_from_velocity(path, v_θ, x, t)`.
+
+    For every g the SDE has the ODE's marginals p_t (its Fokker–Planck equation is the continuity
+    equation: ½ g² ∇·(p ∇log p) = ½ g² Δp cancels the diffusion). `g` is a float or a callable of t: (B,).
+    `score_correction=False` drops the ½ g² s term (a wrong sampler, for the tests).
+    """
+    g_of_t = g if callable(g) else (lambda t: torch.full_like(t, float(g)))
+
+    def drift(x, t):
+        v = model(x, t)
+        if not score_correction:
+            return v
+        gt = append_dims(g_of_t(t).to(x), x.ndim)
+        return v + 0.5 * gt**2 * score_from_velocity(path, v, x, t)
+
+    with torch.no_grad():
+        return solvers.euler_maruyama(drift, g_of_t, path.source(x0), (0.0, path.t_max), steps=steps,
+                                      generator=generator).x
+
+
+# changing the schedule of a trained model (Lipman et al. 2024, the guide, "scheduler change") ----
+def _time_at_noise_ratio(path: GaussianPath, ratio: torch.Tensor) -> torch.Tensor:
+    """The flow time t at which σ_t / α_t = ratio: closed form on the OT path, else by bisection."""
+    if isinstance(path, OTPath):
+        return 1 / (ratio + 1 - path.sigma_min)  # σ/α = (1 − (1 − σ_min) t)/t
+    return path.schedule.time_at_ratio(ratio).to(ratio)
+
+
+def change_schedule(model, path_from: GaussianPath, path_to: GaussianPath, *, scale: bool = True):
+    """The velocity field, on `path_to`, of a model trained on `path_from`, without retraining.
+
+    Two Gaussian paths with the same noise-to-signal ratio σ/α at times t (from) and τ (to) differ by a
+    scale: z̄_τ = c_τ z_{t(τ)} with c_τ = ᾱ_τ / α_{t(τ)} (ᾱ, σ̄ the coefficients of `path_to`). Differentiating,
+
+        v̄(z, τ) = (ċ_τ / c_τ) z + c_τ ṫ(τ) v(z / c_τ, t(τ)),
+
+    ṫ(τ) = ṙ_to(τ) / ṙ_from(t) for r = σ/α. `scale=False` keeps only the change of time,
+    v̄(z, τ) = ṫ(τ) v(z, t(τ)) (a wrong field, for the tests).
+    """
+
+    def ratio_and_rate(path, t):
+        o = path.coefficients(t.double())
+        a, s, da, ds = o.alpha_t, o.sigma_t, o.d_alpha_t, o.d_sigma_t
+        return s / a, (ds * a - s * da) / a**2, a, da
+
+    def field(z, tau):
+        r_to, dr_to, a_to, da_to = ratio_and_rate(path_to, tau)
+        t = _time_at_noise_ratio(path_from, r_to)
+        _, dr_from, a_from, da_from = ratio_and_rate(path_from, t)
+        dt = dr_to / dr_from
+        if not scale:
+            return append_dims(dt.to(z), z.ndim) * model(z, t.to(tau))
+        c = a_to / a_from
+        dlog_c = da_to / a_to - da_from / a_from * dt
+        c, dlog_c, dt = (append_dims(q.to(z), z.ndim) for q in (c, dlog_c, dt))
+        return dlog_c * z + c * dt * model(z / c, t.to(tau))
+
+    return field
+
+
 __all__ = [
     "PathSample", "GaussianPath", "OTPath", "VPPath", "VEPath", "TIME_SAMPLINGS", "logit_normal_density",
     "sample_time", "make_time_sampler", "cfm_loss", "independent_coupling", "ot_assignment", "ot_coupling",
     "COUPLINGS", "sample_ode", "path_energy", "Straightness", "straightness_integral",
     "straightness_from_trajectory", "normalized_path_energy", "continuity_residual",
+    "sd3_coefficients", "log_snr_derivative", "cfm_eps_weight", "cfm_as_weighted_eps_loss",
+    "score_from_velocity", "sample_sde", "change_schedule",
 ]

@@ -1,6 +1,7 @@
 """Tests of course_utils.flow_matching: paths, fields, the CFM loss, couplings, path metrics."""
 
 import itertools
+import re
 import math
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from course_utils import flow_matching as fm
 from course_utils import schedules
-from course_utils.exercises import ExerciseError, check_conditional_field, check_ot_pair
+from course_utils.exercises import ExerciseError, check_cfm_weight, check_conditional_field, check_ot_pair
 
 PATHS = [fm.OTPath(0.0), fm.OTPath(0.05), fm.VPPath(), fm.VEPath(0.01, 5.0)]
 SHAPES = [(6, 2), (3, 1, 4, 4)]
@@ -281,3 +282,101 @@ def test_ot_path_closed_form_equals_the_general_gaussian_path():
         fast, general = fm.OTPath(sigma_min).sample(x0, x1, t), fm.GaussianPath(LinearSchedule(sigma_min)).sample(x0, x1, t)
         torch.testing.assert_close(fast.x_t, general.x_t)
         torch.testing.assert_close(fast.u_t, general.u_t)
+
+
+# SD3's weighted ε-loss, score ↔ velocity, the stochastic sampler, a change of schedule --------------------
+def _wrong_weight_b(a, b, da, db):
+    return -0.5 * fm.log_snr_derivative(a, b, da, db) * b  # b_t instead of b_t²
+
+
+@pytest.mark.parametrize("path", [fm.OTPath(0.0), fm.OTPath(0.1), fm.VPPath()], ids=repr)
+def test_cfm_loss_is_the_sd3_weighted_eps_loss(path):
+    """L_CFM = −½ E w_t λ'_t ‖ε_θ − ε‖² with w_t = −½ λ'_t b_t², for a fixed random network and batch;
+    negative control: the weight with b_t instead of b_t² (and the unweighted ε-loss) does not match."""
+    from course_utils.models import TimeMLP
+
+    torch.manual_seed(0)
+    model, g = TimeMLP(2, 32, 2), gen(4)
+    x0, x1 = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g) + 1
+    t = 0.02 + 0.96 * torch.rand(400, generator=g)
+    cfm, weighted = fm.cfm_as_weighted_eps_loss(model, path, x0, x1, t)
+    assert cfm == pytest.approx(weighted, rel=1e-4)
+    assert cfm == pytest.approx(fm.cfm_loss(model, path, x0, x1, t=t).item(), rel=1e-5)
+    for wrong in (_wrong_weight_b, lambda a, b, da, db: -2 / fm.log_snr_derivative(a, b, da, db)):
+        assert abs(fm.cfm_as_weighted_eps_loss(model, path, x0, x1, t, weight=wrong)[1] - cfm) > 0.1 * cfm
+
+
+def test_cfm_weight_closed_forms_rectified_flow_and_vp():
+    t = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+    c = fm.sd3_coefficients(fm.OTPath(), t)
+    torch.testing.assert_close(fm.cfm_eps_weight(c.alpha_t, c.sigma_t, c.d_alpha_t, c.d_sigma_t), t / (1 - t))
+    vp = schedules.VPSchedule()
+    c = fm.sd3_coefficients(fm.VPPath(), t)
+    torch.testing.assert_close(fm.cfm_eps_weight(c.alpha_t, c.sigma_t, c.d_alpha_t, c.d_sigma_t), vp.beta(t) / 2)
+
+
+def _mixture_and_field(path):
+    from course_utils import mixtures
+
+    gm = mixtures.GaussianMixture(means=[[-2.0, -1.0], [-1.0, 2.0], [2.0, 1.0], [1.5, -2.0]], stds=0.4)
+
+    def field(x, t):  # u_t(x) = α'_t x̂ + σ'_t (x − α_t x̂)/σ_t, x̂ = E[x1 | x_t = x] exact
+        o = path.coefficients(t)
+        a, s, da, ds = (c[:, None].to(x) for c in (o.alpha_t, o.sigma_t, o.d_alpha_t, o.d_sigma_t))
+        x_hat = gm.posterior_mean(x, o.alpha_t.to(x), o.sigma_t.to(x))
+        return da * x_hat + ds * (x - a * x_hat) / s
+
+    return gm, field
+
+
+@pytest.mark.parametrize("path", [fm.OTPath(0.01), fm.VPPath()], ids=repr)
+def test_score_from_velocity_is_the_mixture_score(path):
+    gm, field = _mixture_and_field(path)
+    g = gen(5)
+    x, t = 2 * torch.randn(300, 2, generator=g, dtype=torch.float64), 0.05 + 0.9 * torch.rand(300, generator=g, dtype=torch.float64)
+    score = gm.marginal_score(path.schedule)(x, t)
+    v = field(x, t)
+    close = dict(rtol=1e-4, atol=1e-5)  # the mixture computes in float32
+    torch.testing.assert_close(fm.score_from_velocity(path, v, x, t), score, **close)
+    torch.testing.assert_close(path.schedule.velocity_to_score(v, x, t), score, **close)
+    torch.testing.assert_close(path.schedule.score_to_velocity(score, x, t), v, **close)
+    assert (fm.score_from_velocity(path, -v, x, t) - score).abs().max() > 0.1  # a reversed velocity is not
+
+
+def test_sde_sampler_has_the_ode_marginals_and_fails_without_the_score_term():
+    """dx = [v + ½ g² s] dt + g dW ends on the data like the ODE; negative control: without ½ g² s it does not."""
+    from course_utils import metrics
+
+    path = fm.OTPath(0.01)
+    gm, field = _mixture_and_field(path)
+    g = gen(0)
+    x0, data, other = torch.randn(1000, 2, generator=g), gm.sample(1000, generator=g), gm.sample(1000, generator=g)
+    floor = metrics.wasserstein2(other, data)
+    ode = metrics.wasserstein2(fm.sample_ode(field, x0, 100, t_end=path.t_max).x, data)
+    noise = lambda t: 2.0 * (1 - t)  # noqa: E731
+    sde = metrics.wasserstein2(fm.sample_sde(field, path, x0, 100, noise, generator=gen(1)), data)
+    bad = metrics.wasserstein2(fm.sample_sde(field, path, x0, 100, noise, generator=gen(1), score_correction=False), data)
+    assert abs(sde - ode) < 0.3 * floor and sde < 1.2 * floor
+    assert bad > 1.4 * max(sde, floor)
+
+
+def test_change_schedule_turns_the_ot_field_into_the_vp_field():
+    """The OT path's exact field, converted by the change of time and scale, is the VP path's exact field;
+    negative control: the change of time alone is not."""
+    ot, vp = fm.OTPath(0.01), fm.VPPath()
+    _, ot_field = _mixture_and_field(ot)
+    _, vp_field = _mixture_and_field(vp)
+    g = gen(6)
+    z, tau = 1.5 * torch.randn(300, 2, generator=g), 0.05 + 0.9 * torch.rand(300, generator=g)
+    torch.testing.assert_close(fm.change_schedule(ot_field, ot, vp)(z, tau), vp_field(z, tau), rtol=1e-4, atol=1e-4)
+    wrong = fm.change_schedule(ot_field, ot, vp, scale=False)(z, tau)
+    assert (wrong - vp_field(z, tau)).abs().max() > 0.5
+
+
+def test_cfm_weight_check_accepts_the_reference_and_names_the_mistakes():
+    from course_utils.exercises import flow_matching as ex
+
+    check_cfm_weight(ex.reference_cfm_weight)
+    for mistake in ex.CFM_WEIGHT.mistakes:
+        with pytest.raises(ExerciseError, match=re.escape(mistake.message[:30])):
+            check_cfm_weight(mistake.wrong)

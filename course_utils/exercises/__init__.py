@@ -30,6 +30,7 @@ from .langevin import check_annealed_langevin  # noqa: F401
 from .diffusion import check_cfg_eps, check_ddim_step, check_q_sample  # noqa: F401
 from .diffusion import check_posterior_variance  # noqa: F401
 from .flow_matching import check_conditional_field, check_ot_pair  # noqa: F401
+from .flow_matching import check_cfm_weight  # noqa: F401
 from .rectified_flow import check_logit_normal_density, check_reflow_targets, check_straightness_estimate  # noqa: F401
 from .inpainting import check_inpaint_merge  # noqa: F401
 from .dit import check_guided_velocity, check_modulate, check_patchify  # noqa: F401

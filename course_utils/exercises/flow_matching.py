@@ -160,3 +160,57 @@ def check_ot_pair(student_fn) -> None:
 def _diagnose_pairing(got, x0, x1) -> str | None:
     """The sentence naming what a wrong pairing did, or None if no declared mistake is seen."""
     return OT_PAIR.diagnose(got, (x0, x1))
+
+
+# ---------------------------------------------------------------------------- SD3's weight of the CFM loss
+def reference_cfm_weight(a_t, b_t, d_a_t, d_b_t):
+    """w_t = −½ λ'_t b_t², λ_t = log(a_t² / b_t²), for z_t = a_t x + b_t ε in SD3's time (Esser et al. 2024, §2)."""
+    return -0.5 * 2 * (d_a_t / a_t - d_b_t / b_t) * b_t**2
+
+
+def _lam_prime(a, b, da, db):
+    return 2 * (da / a - db / b)
+
+
+def _weight_inputs(gen):
+    n = randint(3, 9, gen)
+    return (torch.rand(n, generator=gen) + 0.2, torch.rand(n, generator=gen) + 0.3,
+            -torch.rand(n, generator=gen) - 0.1, torch.rand(n, generator=gen) + 0.1)
+
+
+def _rf_inputs(gen):
+    t = 0.05 + 0.9 * torch.rand(randint(3, 9, gen), generator=gen, dtype=torch.float64)
+    return (1 - t, t, -torch.ones_like(t), torch.ones_like(t))
+
+
+def _vp_inputs(gen):
+    t = 0.05 + 0.9 * torch.rand(randint(3, 9, gen), generator=gen, dtype=torch.float64)
+    beta = 0.1 + 19.9 * t
+    a = torch.exp(-0.5 * (0.1 * t + 0.5 * 19.9 * t**2))
+    b = torch.sqrt(1 - a**2)
+    return (a, b, -0.5 * beta * a, 0.5 * beta * a**2 / b)
+
+
+CFM_WEIGHT = Exercise("cfm_weight", reference_cfm_weight, cases=[
+    Case(_weight_inputs, "random coefficients"),
+    Case(_rf_inputs, "rectified flow, a_t = 1 − t, b_t = t"),
+    Case(_vp_inputs, "the VP (DDPM) schedule"),
+], mistakes=[
+    Mistake(lambda a, b, da, db: -_lam_prime(a, b, da, db) * b**2,
+            "the factor ½ is missing: w_t = −½ λ'_t b_t²."),
+    Mistake(lambda a, b, da, db: 0.5 * _lam_prime(a, b, da, db) * b**2,
+            "the sign is wrong: in SD3's time the log-SNR falls (λ'_t < 0) and the weight must be positive, "
+            "w_t = −½ λ'_t b_t²."),
+    Mistake(lambda a, b, da, db: -0.5 * _lam_prime(a, b, da, db) * b,
+            "it multiplies by b_t; the weight has b_t²: w_t = −½ λ'_t b_t²."),
+    Mistake(lambda a, b, da, db: -0.5 * (da / a - db / b) * b**2,
+            "λ'_t is off by a factor 2: λ_t = log(a_t²/b_t²) = 2 log(a_t/b_t), so λ'_t = 2 (a'_t/a_t − b'_t/b_t)."),
+    Mistake(lambda a, b, da, db: (0.5 * _lam_prime(a, b, da, db) * b) ** 2,
+            "it returns the whole factor (½ λ'_t b_t)² in front of ‖ε_θ − ε‖²; that factor is −½ w_t λ'_t, "
+            "so w_t itself is −½ λ'_t b_t²."),
+])
+
+
+def check_cfm_weight(student_fn) -> None:
+    """SD3's weight w_t of the CFM loss as a weighted ε-loss, on random, rectified-flow and VP coefficients."""
+    CFM_WEIGHT.check(student_fn)
