@@ -285,6 +285,28 @@ def steps_note(result, checkpoint: str | None, steps: int) -> str | None:
 
 
 # -- running a command
+def train_command(cls, train_fn, argv, name: str, description: str, summary=None):
+    """The body of every `train-*` command: parse `cls` from flags and `--config-file`, refuse
+    outputs it must not overwrite, print the config, train, then print `steps_note` when
+    nothing was left to train, else `summary(cfg, result)` (one line). Returns the result."""
+    cfg = parse_config(cls, argv, prog=f"python -m course_utils {name}", description=description)
+    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
+    print(describe(cfg))
+    result = train_fn(cfg)
+    note = steps_note(result, cfg.checkpoint, cfg.steps)
+    if note:
+        print(note)
+    elif summary is not None:
+        print(summary(cfg, result))
+    return cfg, result
+
+
+def run_summary(cfg, result, rate: str) -> str:
+    """`CHECKPOINT after N steps; last loss L; RATE` for a finished training command."""
+    last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
+    return f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps{last}; {rate}"
+
+
 def interrupted_line(err: KeyboardInterrupt) -> str:
     """What a command prints on Ctrl-C: the step reached, and what was saved to resume from."""
     step, steps = getattr(err, "step", None), getattr(err, "steps", None)

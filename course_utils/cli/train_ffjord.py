@@ -38,7 +38,7 @@ from .. import data as toy_data
 from ..mnist import default_data_dir
 from ..models import TimeMLP
 from ..train import TrainConfig, export_weights, fit, read_checkpoint
-from ._config import check_outputs, check_paths, check_ranges, config_from, describe, parse_config, run, runs_dir, steps_note
+from ._config import check_paths, check_ranges, config_from, run, run_summary, runs_dir, train_command
 
 def default_path() -> Path:
     """The shipped EMA weights that notebook 03 loads: data/ffjord_checkerboard.pt."""
@@ -147,19 +147,11 @@ def load_ffjord(path: str | Path | None = None, device=None) -> tuple[TimeMLP, d
 
 def main(argv=None):
     """`python -m course_utils train-ffjord`."""
-    cfg = parse_config(FFJORDTrainConfig, argv, prog="python -m course_utils train-ffjord",
-                       description=__doc__.splitlines()[0])
-    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
-    print(describe(cfg))
-    result = train_ffjord(cfg)
-    note = steps_note(result, cfg.checkpoint, cfg.steps)
-    if note:
-        print(note)
-        return
-    ran = result.step - result.resumed_from
-    last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
-    print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps{last}; "
-          f"{max(result.seconds, 1e-9) / max(ran, 1):.3f} s/step")
+    def summary(cfg, result):
+        ran = result.step - result.resumed_from
+        return run_summary(cfg, result, f"{max(result.seconds, 1e-9) / max(ran, 1):.3f} s/step")
+
+    train_command(FFJORDTrainConfig, train_ffjord, argv, "train-ffjord", __doc__.splitlines()[0], summary)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from ..mnist import SOURCES, default_data_dir, load_mnist
 from ..models.unet import UNet
 from ..schedules import DiscreteSchedule
 from ..train import TrainConfig, export_weights, fit
-from ._config import check_outputs, check_paths, check_ranges, config_from, describe, parse_config, run, runs_dir, steps_note
+from ._config import check_paths, check_ranges, config_from, run, run_summary, runs_dir, train_command
 
 T = 1000
 
@@ -122,19 +122,11 @@ def train_unet(cfg: UNetTrainConfig | str | Path | None = None, **overrides):
 
 def main(argv=None):
     """`python -m course_utils train-unet`."""
-    cfg = parse_config(UNetTrainConfig, argv, prog="python -m course_utils train-unet",
-                       description=__doc__.splitlines()[0])
-    check_outputs(cfg.checkpoint, cfg.export, cfg.force)
-    print(describe(cfg))
-    result = train_unet(cfg)
-    note = steps_note(result, cfg.checkpoint, cfg.steps)
-    if note:
-        print(note)
-        return
-    ran = result.step - result.resumed_from
-    last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
-    print(f"{cfg.checkpoint or 'no checkpoint'} after {result.step} steps{last}; "
-          f"{ran * cfg.batch_size / max(result.seconds, 1e-9):.1f} images/s")
+    def summary(cfg, result):
+        ran = result.step - result.resumed_from
+        return run_summary(cfg, result, f"{ran * cfg.batch_size / max(result.seconds, 1e-9):.1f} images/s")
+
+    train_command(UNetTrainConfig, train_unet, argv, "train-unet", __doc__.splitlines()[0], summary)
 
 
 if __name__ == "__main__":
