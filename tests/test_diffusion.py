@@ -536,6 +536,9 @@ def test_posterior_variance_check_names_the_usual_mistakes():
         "forward step": lambda betas: betas,
         "swapped": lambda betas: (1 - abar_pair(betas)[0]) / (1 - abar_pair(betas)[1]) * betas,
         "1 − ᾱ_{t−1} is missing": lambda betas: betas / (1 - abar_pair(betas)[0]),
+        "precision is missing α_t": lambda betas: 1 / (1 / betas + 1 / (1 - abar_pair(betas)[1])),
+        "ᾱ_0 = 0": lambda betas: (1 - torch.cat([betas.new_zeros(1), abar_pair(betas)[0][:-1]]))
+        / (1 - abar_pair(betas)[0]) * betas,
     }
     for message, fn in wrong.items():
         with pytest.raises(exercises.ExerciseError, match=message):

@@ -92,6 +92,17 @@ def _posterior_variance_one_step(betas):
     return (1 - alphas_prev) / (1 - alphas) * betas
 
 
+def _posterior_variance_no_alpha(betas):
+    _, abar_prev = _abar_pair(betas)
+    return 1 / (1 / betas + 1 / (1 - abar_prev))
+
+
+def _posterior_variance_abar0_zero(betas):
+    abar = torch.cumprod(1 - betas, 0)
+    abar_prev = torch.cat([abar.new_zeros(1), abar[:-1]])
+    return (1 - abar_prev) / (1 - abar) * betas
+
+
 def _beta_table(gen, T=None):
     """An increasing table β_1..β_T (float64), as schedules build them."""
     T = randint(3, 12, gen) if T is None else T
@@ -113,6 +124,11 @@ POSTERIOR_VARIANCE = Exercise("posterior_variance", reference_posterior_variance
     Mistake(_posterior_variance_one_step,
             "it uses the one-step α_t = 1 − β_t where the cumulative products ᾱ_t = α_1⋯α_t belong "
             "(q(x_{t−1} | x_0) has variance 1 − ᾱ_{t−1})."),
+    Mistake(_posterior_variance_no_alpha,
+            "the precision is missing α_t: the term ‖x_t − √α_t x_{t−1}‖²/β_t contributes α_t/β_t, not 1/β_t, to "
+            "the coefficient of ‖x_{t−1}‖²."),
+    Mistake(_posterior_variance_abar0_zero,
+            "at t = 1 it takes ᾱ_0 = 0; ᾱ_0 is the empty product, 1 (x_0 is the data, no noise), so β̃_1 = 0."),
 ])
 
 
