@@ -157,6 +157,32 @@ def test_the_straight_coupling_has_zero_straightness_and_zero_loss(x0):
     assert rf_loss(v_straight, pairs.x0, pairs.x1, t).item() < 1e-20
 
 
+def test_the_cost_drops_by_the_straightness_plus_the_loss_minimum(x0):
+    # Reflow of the independent coupling: E||x1 − x0||² = ||μ||² + d(1 + σ²) drops to ||μ||² + d(σ − 1)² (the
+    # coupling x1 = μ + σ x0), a drop of 2dσ, which is S(Z¹) + L(v*) exactly (notebook 09, section 3).
+    drop = D * (1 + SIGMA**2) - D * (SIGMA - 1) ** 2
+    s_1 = rf.straightness(v_star, x0, steps=64).value / x0.pow(2).sum(1).mean().item() * D  # E||Z0||² = d
+    loss_min, _ = integrate.quad(lambda t: D * (SIGMA**2 + 1 - (t * SIGMA**2 - (1 - t)) ** 2 / r_t(t) ** 2), 0, 1)
+    assert drop == pytest.approx(s_1 + loss_min, rel=1e-3)
+    assert drop > s_1 + 0.5  # "drop >= S" is not tight: the crossing lines leave the loss minimum
+    # the same sum from samples: the loss of v* on independent pairs at uniform times
+    g = torch.Generator().manual_seed(11)
+    n = 400_000
+    xa, xb = torch.randn(n, D, generator=g, dtype=torch.float64), torch.randn(n, D, generator=g, dtype=torch.float64)
+    t = torch.rand(n, generator=g, dtype=torch.float64)
+    assert rf_loss(v_star, xa, MU + SIGMA * xb, t).item() == pytest.approx(loss_min, rel=1e-2)
+    # negative control: the identity needs the exact rectified field. Shifted by a constant, v* + 0.2 is no longer
+    # the conditional mean (its loss is larger by d·0.04) and its flow misses the data: its cost drop is not S + loss
+    def v_shifted(x, s):
+        return v_star(x, s) + 0.2
+
+    pairs = rf.reflow_pairs(v_shifted, x0, steps=32)
+    drop_shifted = MU.pow(2).sum().item() + D * (1 + SIGMA**2) - (pairs.x1 - pairs.x0).pow(2).sum(1).mean().item()
+    s_shifted = rf.straightness(v_shifted, x0, steps=64).value
+    loss_shifted = rf_loss(v_shifted, xa, MU + SIGMA * xb, t).item()
+    assert abs(drop_shifted - (s_shifted + loss_shifted)) > 0.3
+
+
 @pytest.mark.parametrize("a", [-1.0, 0.7])
 def test_straightness_of_a_linear_ode_both_ways(a):
     # v = a x: Z_t = e^{at} Z0, S = E||Z0||² (a(e^{2a} − 1)/2 − (e^a − 1)²)
