@@ -286,9 +286,24 @@ def test_score_error_by_density_sees_far_field_errors_only_where_they_are():
     assert far.centres.shape == (5,) and (far.centres[1:] >= far.centres[:-1]).all()  # lowest density first
 
 
+def test_score_error_claims_that_a_zero_score_passes_and_the_one_it_fails():
+    """s = 0 passes the notebook's two shape claims (far-field absolute error ×3, relative error within ×10), so the
+    notebook also asserts a relative error below 0.75 in every bin but the densest, and largest in the densest: s = 0
+    (relative error 1 everywhere) fails it; the exact score plus an error of fixed size passes it."""
+    mix, sigma = moons_mixture(), 0.05
+    exact, log_p = mix.marginal_score(), mix.marginal_log_prob()
+    x = _error_points()
+    beats_zero = lambda r: bool(r.bin_relative[:-1].max() < 0.75 and r.bin_relative.argmax() == len(r.bin_relative) - 1)
+    zero = score_error_by_density(lambda y, s: torch.zeros_like(y), exact, log_p, x, sigma)
+    assert zero.bin_error[0] > 3 * zero.bin_error[-1] and zero.bin_relative.max() < 10 * zero.bin_relative.min()
+    torch.testing.assert_close(zero.bin_relative, torch.ones(5))
+    assert not beats_zero(zero)
+    assert beats_zero(score_error_by_density(lambda y, s: exact(y, s) + 1.0, exact, log_p, x, sigma))
+
+
 def test_sigma_squared_weighting_puts_every_level_on_one_scale():
-    """Data N(0, I), exact noised score: with λ = σ² the per-level loss is ½ D/(1 + σ²) ≤ D/2 at every level; with
-    λ = 1 (the negative control) it is that over σ², and the smallest level outweighs the largest ×10⁴ and more."""
+    """Data N(0, I), exact noised score: with λ = σ² the per-level loss is ½ D/(1 + σ²), below the ½ D of s = 0 (a
+    negative control), at every level; with λ = 1 (the other negative control) it is that over σ², and the smallest level outweighs the largest ×10⁴ and more."""
     d = 2
     x = torch.randn(100_000, d, generator=gen(), dtype=torch.float64)
     exact = lambda y, sig: -y / (1 + sig[:, None] ** 2)
@@ -297,6 +312,8 @@ def test_sigma_squared_weighting_puts_every_level_on_one_scale():
         sigma = torch.full((x.shape[0],), s, dtype=torch.float64)
         weighted[s] = ncsn_loss(exact, x, sigma, generator=gen(1)).item()
         assert weighted[s] == pytest.approx(0.5 * d / (1 + s**2), rel=0.03)
+        zero = ncsn_loss(lambda y, sig: torch.zeros_like(y), x, sigma, generator=gen(1)).item()
+        assert zero == pytest.approx(0.5 * d, rel=0.02) and weighted[s] < zero  # s = 0 scores D/2; the exact score less
     assert max(weighted.values()) / min(weighted.values()) < 30
     unweighted = {s: v / s**2 for s, v in weighted.items()}
     assert unweighted[0.05] / unweighted[5.0] > 1e4

@@ -1,4 +1,4 @@
-"""Checks for notebook 06 (Langevin and NCSN): a Langevin step and the geometric noise levels."""
+"""Checks for notebook 06 (Langevin and NCSN): a Langevin step, the geometric noise levels and annealed Langevin."""
 
 from __future__ import annotations
 
@@ -95,15 +95,20 @@ def reference_annealed_langevin(score, x: torch.Tensor, sigmas: torch.Tensor, n_
 
 
 def _annealed(alpha=lambda eps, s, sigmas: eps * (s / sigmas[-1]) ** 2, drift=lambda a: a / 2,
-              noise=lambda a: math.sqrt(a), order=lambda sigmas: sigmas, steps_outside=False):
+              noise=lambda a: math.sqrt(a), order=lambda sigmas: sigmas, steps_outside=False, z_per_level=False):
     """Algorithm 1 with one piece changed: the step size, the drift or noise coefficient, the order of the levels,
-    or the two loops swapped (steps outside, levels inside)."""
+    the two loops swapped (steps outside, levels inside), or one z drawn per level and reused for its T steps."""
     def run(score, x, sigmas, n_steps_each, step_size, generator):
         generator = torch.Generator().set_state(generator.get_state())  # a copy: the inputs are shared
+        drawn = {}
 
         def step(x, s):
             a = float(alpha(step_size, s, sigmas))
-            return x + drift(a) * score(x, s) + noise(a) * torch.randn(x.shape, generator=generator)
+            if z_per_level and float(s) in drawn:
+                z = drawn[float(s)]
+            else:
+                z = drawn[float(s)] = torch.randn(x.shape, generator=generator)
+            return x + drift(a) * score(x, s) + noise(a) * z
         if steps_outside:
             for _ in range(n_steps_each):
                 for s in order(sigmas):
@@ -147,6 +152,9 @@ ANNEALED_LANGEVIN = Exercise("annealed_langevin", reference_annealed_langevin, _
             "α_i/σ_i² is fixed."),
     Mistake(_annealed(alpha=lambda eps, s, sigmas: eps * s / sigmas[-1]),
             "the step size scales with σ_i; it scales with the variance, α_i = ε·σ_i²/σ_L²."),
+    Mistake(_annealed(alpha=lambda eps, s, sigmas: eps * s**2),
+            "the step size is ε·σ_i², without the division by σ_L²: ε is the step at the smallest level, "
+            "α_i = ε·σ_i²/σ_L² (so that α_L = ε)."),
     Mistake(_annealed(alpha=lambda eps, s, sigmas: eps * (s / sigmas[0]) ** 2),
             "the step size is normalised by the largest level σ_1; ε is the step at the smallest level σ_L: "
             "α_i = ε·σ_i²/σ_L²."),
@@ -156,6 +164,9 @@ ANNEALED_LANGEVIN = Exercise("annealed_langevin", reference_annealed_langevin, _
     Mistake(_annealed(steps_outside=True),
             "the loops are swapped: all T steps at one level come before moving to the next level (levels in the "
             "outer loop, steps in the inner one)."),
+    Mistake(_annealed(z_per_level=True),
+            "one z is drawn per level and reused for all its T steps; every step needs fresh noise, "
+            "torch.randn(x.shape, generator=generator) inside the inner loop."),
 ])
 
 
