@@ -360,6 +360,29 @@ def test_sde_sampler_has_the_ode_marginals_and_fails_without_the_score_term():
     assert bad > 1.4 * max(sde, floor)
 
 
+def test_sde_sampler_sign_of_the_score_term():
+    """In flow time (noise → data) the score term enters with +½ g²; negative control: −½ g² s, the sign of
+    a reverse-time SDE written in diffusion time, pushes mass away from the data."""
+    from course_utils import metrics, solvers
+
+    path = fm.OTPath(0.01)
+    gm, field = _mixture_and_field(path)
+    g = gen(0)
+    x0, data = torch.randn(1000, 2, generator=g), gm.sample(1000, generator=g)
+    noise = lambda t: 2.0 * (1 - t)  # noqa: E731
+
+    def run(sign):
+        def drift(x, t):
+            v = field(x, t)
+            return v + sign * 0.5 * noise(t)[:, None] ** 2 * fm.score_from_velocity(path, v, x, t)
+        sol = solvers.euler_maruyama(drift, noise, path.source(x0), (0.0, path.t_max), steps=100, generator=gen(1))
+        return metrics.wasserstein2(sol.x, data)
+
+    right = run(+1.0)
+    torch.testing.assert_close(right, metrics.wasserstein2(fm.sample_sde(field, path, x0, 100, noise, generator=gen(1)), data))
+    assert run(-1.0) > 1.4 * right
+
+
 def test_change_schedule_turns_the_ot_field_into_the_vp_field():
     """The OT path's exact field, converted by the change of time and scale, is the VP path's exact field;
     negative control: the change of time alone is not."""

@@ -208,6 +208,9 @@ CFM_WEIGHT = Exercise("cfm_weight", reference_cfm_weight, cases=[
     Mistake(lambda a, b, da, db: (0.5 * _lam_prime(a, b, da, db) * b) ** 2,
             "it returns the whole factor (½ λ'_t b_t)² in front of ‖ε_θ − ε‖²; that factor is −½ w_t λ'_t, "
             "so w_t itself is −½ λ'_t b_t²."),
+    Mistake(lambda a, b, da, db: -2 / _lam_prime(a, b, da, db),
+            "it returns −2/λ'_t, the weight of the plain ε-loss (c_t = 1); the CFM target has c_t = −½ λ'_t b_t, "
+            "and w_t = −2 c_t²/λ'_t."),
 ])
 
 
