@@ -174,11 +174,18 @@ def between_modes(mixture: mixtures.GaussianMixture, n: int, *, span=(0.35, 0.65
     return (start + u * gap + width * z).reshape(n, *mixture.event_shape)
 
 
-def _relative(model: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
+def relative_score_error(model: torch.Tensor, true: torch.Tensor) -> float:
+    """RMS relative error sqrt(E||s_θ − s||² / E||s||²) of scores `model`, `true`: (B, *D)."""
+    if model.shape != true.shape:
+        raise ValueError(f"relative_score_error needs scores of one shape, got {tuple(model.shape)} "
+                         f"and {tuple(true.shape)}.")
     model, true = model.flatten(1).double(), true.flatten(1).double()
-    rel = ((model - true).pow(2).sum() / true.pow(2).sum()).sqrt().item()
-    wrong = ((model * true).sum(1) < 0).double().mean().item()
-    return rel, wrong
+    return ((model - true).pow(2).sum() / true.pow(2).sum()).sqrt().item()
+
+
+def _relative(model: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
+    wrong = ((model.flatten(1) * true.flatten(1)).sum(1) < 0).double().mean().item()
+    return relative_score_error(model, true), wrong
 
 
 def rare_region_error(score_fn, mixture: mixtures.GaussianMixture, sigma: float = 0.0, *, n: int = 2000,

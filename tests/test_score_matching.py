@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from course_utils import exercises
+from course_utils import exercises, score_matching
 from course_utils.cnf import divergence_exact
 from course_utils.mixtures import GaussianMixture
 from course_utils.models import mlp
@@ -445,3 +445,12 @@ def test_poor_where_rare_and_its_negative_controls():
     assert not poor_where_rare(RegionErrors(0.1, 0.4, 0.0, 0.0))   # not poor enough between the modes
     assert not poor_where_rare(RegionErrors(0.2, 0.55, 0.0, 0.0))  # no contrast (< 3 ×)
     assert poor_where_rare(RegionErrors(0.1, 0.55, 0.0, 0.0))
+
+
+def test_relative_score_error_is_scale_free_and_refuses_mismatched_shapes():
+    true = torch.randn(50, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert score_matching.relative_score_error(true, true) == 0.0
+    assert abs(score_matching.relative_score_error(0.9 * true, true) - 0.1) < 1e-12
+    assert score_matching.relative_score_error(torch.zeros_like(true), true) == 1.0
+    with pytest.raises(ValueError, match="one shape"):
+        score_matching.relative_score_error(true[:, :1], true)
