@@ -406,3 +406,17 @@ def rectified_flow_euler(eps_model, schedule, x_T: torch.Tensor, tau_grid: torch
     z = solvers.sample(velocity, x_T / scale_T, r_grid, method="euler").x
     scale_0 = (c.alpha_t[-1] + c.sigma_t[-1]).item() if rescale else 1.0
     return z * scale_0
+
+
+# --- DDIM inversion and back: the round trip of an edit ---------------------------------------------------
+
+
+def ddim_round_trip(diff: GaussianDiffusion, model, x0: torch.Tensor, *, steps: int | None = None,
+                    eta: float = 0.0, generator=None, **cond) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode `x0` to x_T by deterministic DDIM (`ddim_invert`), then sample back from that x_T with
+    DDIM(η) over the same grid. Returns (x_T, the reconstruction). With η = 0 both runs take the same
+    Euler steps of the probability-flow ODE, so the reconstruction error is the ODE solver's (it
+    shrinks as `steps` grows); η > 0 adds fresh noise on the way back, which the latent does not hold."""
+    x_T = diff.ddim_invert(model, x0, steps=steps, **cond).x
+    back = diff.sample(model, x_T, steps=steps, method="ddim", eta=eta, generator=generator, **cond).x
+    return x_T, back

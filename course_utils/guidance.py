@@ -60,3 +60,45 @@ class ClassifierGuidance:
             (grad,) = torch.autograd.grad(self.log_prob(x_in, t, y).sum(), x_in)
         sigma_t = append_dims(self.schedule(t).sigma_t.to(x.dtype), x.ndim)
         return self.eps_model(x, t) - self.scale * sigma_t * grad
+
+
+# --- conditioning by replacement in an orthonormal basis: super-resolution (notebook 07b) -----------
+
+HAAR_2X2 = 0.5 * torch.tensor([[1.0, 1.0, 1.0, 1.0],     # the block mean, times 2
+                               [1.0, -1.0, 1.0, -1.0],   # left − right
+                               [1.0, 1.0, -1.0, -1.0],   # top − bottom
+                               [1.0, -1.0, -1.0, 1.0]])  # one diagonal − the other
+"""The 2×2 Haar transform: row k maps the pixels (top-left, top-right, bottom-left, bottom-right) of a
+block to coordinate k. Its rows are orthonormal, H Hᵀ = I, so the transform keeps lengths and its
+inverse is its transpose."""
+
+
+def haar2x2(x: torch.Tensor) -> torch.Tensor:
+    """The 2×2 Haar coordinates of every block: `x: (B, C, H, W)`, H and W even -> `(B, C, 4, H/2, W/2)`.
+
+    Coordinate 0 is (a + b + c + d)/2 = 2 × the block mean; 1, 2, 3 are the details (see `HAAR_2X2`).
+    """
+    if x.ndim != 4 or x.shape[-2] % 2 or x.shape[-1] % 2:
+        raise ValueError(f"haar2x2 takes images (B, C, H, W) with even H and W, got {tuple(x.shape)}.")
+    b, c, h, w = x.shape
+    blocks = torch.nn.functional.pixel_unshuffle(x, 2).reshape(b, c, 4, h // 2, w // 2)
+    return torch.einsum("kp,bcphw->bckhw", HAAR_2X2.to(x), blocks)
+
+
+def inverse_haar2x2(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of `haar2x2`, Hᵀ on every block: `(B, C, 4, h, w)` -> `(B, C, 2h, 2w)`."""
+    if y.ndim != 5 or y.shape[2] != 4:
+        raise ValueError(f"inverse_haar2x2 takes Haar coordinates (B, C, 4, h, w), got {tuple(y.shape)}.")
+    b, c, _, h, w = y.shape
+    blocks = torch.einsum("kp,bckhw->bcphw", HAAR_2X2.to(y), y).reshape(b, c * 4, h, w)
+    return torch.nn.functional.pixel_shuffle(blocks, 2)
+
+
+def block_means(x: torch.Tensor) -> torch.Tensor:
+    """The mean of every 2×2 block, `(B, C, H, W)` -> `(B, C, H/2, W/2)`: the low-resolution image."""
+    return torch.nn.functional.avg_pool2d(x, 2)
+
+
+def keeps_block_means(x: torch.Tensor, x_low: torch.Tensor, atol: float = 1e-4) -> bool:
+    """Whether the 2×2 block means of `x` equal the known low-resolution `x_low` (to `atol`)."""
+    return bool((block_means(x) - x_low).abs().max() <= atol)

@@ -549,3 +549,30 @@ def test_posterior_variance_check_names_the_usual_mistakes():
 
     with pytest.raises(exercises.ExerciseError, match="not implemented"):
         exercises.check_posterior_variance(stub)
+
+
+# --- DDIM inversion and back (notebook 07b's edits) ----------------------------------------------------------
+
+
+def test_ddim_round_trip_reconstructs_with_many_steps_and_fails_with_few_or_with_eta_one():
+    """Gaussian data N(m, 0.25 I) and its exact ε: encoding by deterministic DDIM and decoding over the
+    same grid gives the point back up to the Euler error, which shrinks with the steps. The controls:
+    10 steps leave a large error, and decoding with η = 1 (fresh noise on the way back) forgets the
+    point, landing as far from it as an independent draw of the data (√(2 · 2 · 0.25) = 1 on average)."""
+    diff = make(T=200)
+    m = torch.tensor([1.0, -2.0], dtype=F64)
+    eps_fn = gaussian_eps(diff, m, 0.25)
+    x0 = m + 0.5 * torch.randn(200, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+
+    def error(steps, eta=0.0):
+        x_T, back = D.ddim_round_trip(diff, eps_fn, x0, steps=steps, eta=eta,
+                                      generator=torch.Generator().manual_seed(1))
+        assert x_T.shape == x0.shape and not torch.allclose(x_T, x0)
+        return (back - x0).norm(dim=1).mean().item()
+
+    fine, coarse, stochastic = error(200), error(10), error(200, eta=1.0)
+    assert fine < 0.03
+    assert coarse > 5 * fine  # too few steps: the Euler error of the two runs does not cancel
+    assert stochastic > 0.6 and stochastic > 20 * fine  # η = 1: the latent no longer determines the sample
+    torch.testing.assert_close(D.ddim_round_trip(diff, eps_fn, x0, steps=20)[0],
+                               diff.ddim_invert(eps_fn, x0, steps=20).x)

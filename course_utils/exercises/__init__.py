@@ -33,4 +33,5 @@ from .flow_matching import check_conditional_field, check_ot_pair  # noqa: F401
 from .flow_matching import check_cfm_weight  # noqa: F401
 from .rectified_flow import check_logit_normal_density, check_reflow_targets, check_straightness_estimate  # noqa: F401
 from .inpainting import check_inpaint_merge  # noqa: F401
+from .inpainting import check_superres_merge  # noqa: F401
 from .dit import check_guided_velocity, check_modulate, check_patchify  # noqa: F401
