@@ -160,3 +160,47 @@ def off_manifold_distance(samples: torch.Tensor, reference: torch.Tensor, *, chu
                          f"{tuple(samples.shape)} and {tuple(reference.shape)}.")
     nearest = [torch.cdist(part, reference).min(1).values for part in samples.split(chunk)]
     return torch.cat(nearest).mean().item()
+
+
+# two modes to two modes: reflow rewires the coupling ----------------------------------------
+def two_modes(n: int, x: float, *, scale: float = 1.0, spread: float = 0.3,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """`n` points, half around (x, +2)·scale and half around (x, −2)·scale (the mode drawn for each
+    point with probability ½), Gaussian with standard deviation `spread`. With x = −2 a source, with
+    x = +2 a target: the independent coupling sends half of each source mode to the other target mode."""
+    upper = torch.rand(n, generator=generator) < 0.5
+    centre = torch.stack([torch.full((n,), float(x)), torch.where(upper, 2.0, -2.0)], 1) * scale
+    return centre + spread * torch.randn(n, 2, generator=generator)
+
+
+def mode_index(x: torch.Tensor) -> torch.Tensor:
+    """The mode of each point of a `two_modes` draw: 1 above the horizontal axis, 0 below."""
+    return (x[:, 1] >= 0).long()
+
+
+def fraction_crossing(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """For each source mode (0: below, 1: above), the fraction of its pairs (x0, x1) whose partner x1
+    lies in the other mode: about ½ for independent pairs, 0 for a coupling that keeps the modes."""
+    check_pair(x0, x1)
+    src, dst = mode_index(x0), mode_index(x1)
+    return torch.stack([(dst[src == m] != m).float().mean() for m in (0, 1)])
+
+
+def check_no_crossing(x0: torch.Tensor, x1: torch.Tensor, *, bar: float = 0.05) -> torch.Tensor:
+    """Assert that no source mode sends more than `bar` of its pairs to the other mode; returns the
+    fractions (`fraction_crossing`)."""
+    frac = fraction_crossing(x0, x1)
+    if not bool((frac <= bar).all()):
+        raise AssertionError(f"the coupling sends {frac.tolist()} of the two source modes across "
+                             f"(bar {bar}): its pairs cross between the modes.")
+    return frac
+
+
+def check_straightened(s_before: float, s_after: float, *, bar: float) -> float:
+    """Assert that a reflow round cut the straightness to at most `bar` times its previous value;
+    returns the ratio S_after / S_before."""
+    ratio = s_after / s_before
+    if not ratio <= bar:
+        raise AssertionError(f"straightness went from {s_before:.4f} to {s_after:.4f}, ratio {ratio:.3f} > "
+                             f"bar {bar}: the round did not straighten the flow.")
+    return ratio

@@ -1,4 +1,4 @@
-"""The reflow widget in a real browser: JupyterLab 4 + ipywidgets 8 in headless Chromium.
+"""The reflow explorer in a real browser: live in JupyterLab 4 (anywidget), and kernel-free from a file.
 
 Part of the plain `pytest` run; skipped, with the reason, when Chromium or Playwright is
 missing. Needs Debian's Chromium and Playwright's Python package (which `.[all]` installs;
@@ -6,11 +6,13 @@ not Playwright's own browser download):
 
     apt-get install -y chromium
 
-The test starts JupyterLab on 127.0.0.1 (a free port, a random token, a temporary root
-holding one small notebook), runs the widget cell, moves the sliders the way a person
-would (typing into the readout + Enter, ArrowRight on a slider handle), and checks what
-the page then shows: the readouts, and the particles in the rendered image (their orange
-pixels move as the flow carries them). Screenshots are saved under the test's tmp_path.
+The live test starts JupyterLab on 127.0.0.1 (a free port, a random token, a temporary root
+holding one small notebook), runs the cell that builds an explorer, moves the round slider and
+the Euler-steps select in the page, checks that the canvas pixels and the readout change, then runs
+a second cell that prints the Python side's `round` and `steps` (the values the browser set) and
+sets `t` from Python (the page follows). The kernel-free test writes `ReflowExplorer.to_html()` to a
+file, opens it with every network request aborted, and drives the same controls. Screenshots are
+saved under the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -35,35 +37,37 @@ LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 120_000
 
-# Built the way notebook 09 builds its explorer: `rectified_flow.straightness` of each round's
-# field, then `ReflowWidget.from_straightness`. Round 1 turns about the origin (curved paths),
-# round 2 moves every particle by the same constant velocity (straight paths, S = 0).
-WIDGET_CELL = """\
+# Built the way notebook 09 builds its explorer, from closed-form fields instead of trained ones:
+# round 1 turns about the origin (curved paths), round 2 moves every particle by the same constant
+# velocity (straight paths, S = 0, one Euler step exact).
+BUILD_CELL = """\
 import torch
-from course_utils import rectified_flow as rf
-from course_utils.widgets import ReflowWidget
+from course_utils.widgets import ReflowExplorer, reflow_rounds
 
 g = torch.Generator().manual_seed(0)
 x0, x1 = torch.randn(150, 2, generator=g), 0.5 * torch.randn(150, 2, generator=g) + 1.0
 turn = lambda x, t: 2.0 * torch.stack([-x[:, 1], x[:, 0]], 1)
 shift = lambda x, t: torch.tensor([2.0, 0.0]).expand_as(x)
-rounds = [rf.straightness(turn, x0), rf.straightness(shift, x0)]
-print(f"S1 = {rounds[0].value:.4f}")
-w = ReflowWidget.from_straightness(rounds, data=x1, noise=x0)
+w = ReflowExplorer(reflow_rounds({1: turn, 2: shift}, x0, x1, name="test"))
 w
+"""
+READ_CELL = """\
+print(f"python side: round={w.round} steps={w.steps}")
+w.t = 0.5
 """
 
 
-def _particle_centre(png: Path) -> tuple[float, int]:
-    """Mean column of the orange particle pixels (plotting.COLORS['model'] = #ff7f0e) and their count."""
-    import numpy as np
-    from PIL import Image
+def _explorer():
+    """The explorer of BUILD_CELL, in this process (for the kernel-free page)."""
+    import torch
 
-    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    orange = (r > 220) & (g > 100) & (g < 160) & (b < 60)
-    cols = np.nonzero(orange)[1]
-    return float(cols.mean()) if cols.size else float("nan"), int(cols.size)
+    from course_utils.widgets import ReflowExplorer, reflow_rounds
+
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(150, 2, generator=g), 0.5 * torch.randn(150, 2, generator=g) + 1.0
+    turn = lambda x, t: 2.0 * torch.stack([-x[:, 1], x[:, 0]], 1)  # noqa: E731
+    shift = lambda x, t: torch.tensor([2.0, 0.0]).expand_as(x)  # noqa: E731
+    return ReflowExplorer(reflow_rounds({1: turn, 2: shift}, x0, x1, name="test"))
 
 
 @pytest.fixture
@@ -86,10 +90,10 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path, sync_playwright):
-    """A JupyterLab server on 127.0.0.1 serving a temp root with `reflow.ipynb`; yields its URL."""
+    """A JupyterLab server on 127.0.0.1 serving a temp root with `reflow.ipynb` (BUILD_CELL, READ_CELL); yields its URL."""
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(WIDGET_CELL)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BUILD_CELL), nbformat.v4.new_code_cell(READ_CELL)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "reflow.ipynb")
     port, token = _free_port(), secrets.token_hex(16)
@@ -125,7 +129,10 @@ def lab(tmp_path, sync_playwright):
         log.close()
 
 
-def test_reflow_widget_in_jupyterlab(sync_playwright, lab, tmp_path):
+CANVAS_PNG = "c => c.toDataURL('image/png')"
+
+
+def test_reflow_explorer_in_jupyterlab(sync_playwright, lab, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
         try:
@@ -136,57 +143,107 @@ def test_reflow_widget_in_jupyterlab(sync_playwright, lab, tmp_path):
             page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
             page.keyboard.press("Shift+Enter")
 
-            readout = page.locator(".reflow-readout")
-            image = page.locator("img.reflow-image")
+            root = page.locator(".jp-OutputArea-output .reflow-explorer")
+            readout, canvas = root.locator(".readout"), root.locator("canvas")
             readout.wait_for(state="visible")
-            page.wait_for_function("() => { const i = document.querySelector('img.reflow-image');"
-                                   " return i && i.complete && i.naturalWidth > 0; }")
-            assert "1-rectified flow" in readout.inner_text() and "t = 0.00" in readout.inner_text()
-            s1 = page.locator(".jp-OutputArea-output pre").first.inner_text().strip()  # "S1 = ..."
-            assert s1.startswith("S1 = ") and f"straightness S = {s1[5:]}" in readout.inner_text()
-            src0 = image.get_attribute("src")
-            image.screenshot(path=str(tmp_path / "t0.png"))
+            assert page.locator("iframe.reflow-explorer-frame").count() == 0  # the live view, not the HTML form
+            assert readout.inner_text().startswith("independent coupling (no flow)")
+            png0 = canvas.evaluate(CANVAS_PNG)
+            root.screenshot(path=str(tmp_path / "lab_round0.png"))
 
-            # time: type into the slider's readout and press Enter
-            time_readout = page.locator(".reflow-time .widget-readout")
-            time_readout.click()
-            page.keyboard.press("Control+A")
-            page.keyboard.type("0.5")
-            page.keyboard.press("Enter")
-            page.wait_for_function("() => document.querySelector('.reflow-readout').innerText.includes('t = 0.50')")
-            page.wait_for_function(f"() => document.querySelector('img.reflow-image').src !== {src0!r}")
-            src1 = image.get_attribute("src")
-            assert time_readout.inner_text().strip() == "0.50"
+            # browser -> kernel: move the round slider and choose one Euler step
+            root.locator("input[name=round]").fill("2")
+            page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
+                                   ".innerText.startsWith('2-rectified flow')")
+            root.locator("select[name=steps]").select_option("1")
+            page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
+                                   ".innerText.includes('1 Euler step: mean error 0.000')")
+            assert canvas.evaluate(CANVAS_PNG) != png0
+            root.screenshot(path=str(tmp_path / "lab_round2_euler1.png"))
 
-            # round: ArrowRight on the slider's handle
-            page.locator(".reflow-round .noUi-handle").focus()
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function("() => document.querySelector('.reflow-readout').innerText.includes('2-rectified flow')")
-            page.wait_for_function(f"() => document.querySelector('img.reflow-image').src !== {src1!r}")
-            text = readout.inner_text()
-            assert "t = 0.50" in text and "straightness S = 0.0000" in text
-            assert page.locator(".reflow-round .widget-readout").inner_text().strip() == "2"
-            page.wait_for_function("() => { const i = document.querySelector('img.reflow-image');"
-                                   " return i.complete && i.naturalWidth > 0; }")
-            # the drawn particles moved: by t = 0.5 the straight round has carried them 1.0 to the right
-            image.screenshot(path=str(tmp_path / "t05_round2.png"))
-            (c0, n0), (c1, n1) = _particle_centre(tmp_path / "t0.png"), _particle_centre(tmp_path / "t05_round2.png")
-            assert n0 > 500 and n1 > 500, (n0, n1)
-            assert c1 - c0 > 15, (c0, c1)
-
-            shot = tmp_path / "reflow_widget.png"
+            # the kernel saw the browser's values; then kernel -> browser: Python sets t
+            page.locator(".jp-Notebook .jp-Cell .cm-content").nth(1).click()
+            page.keyboard.press("Shift+Enter")
+            page.get_by_text("python side: round=2 steps=1").wait_for()
+            page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
+                                   ".innerText.endsWith('t = 0.50')")
+            assert root.locator("input[name=t]").input_value() == "0.5"
+            shot = tmp_path / "reflow_explorer_lab.png"
             page.screenshot(path=str(shot), full_page=True)
-            image.screenshot(path=str(tmp_path / "reflow_widget_image.png"))
-            print(f"screenshots: {shot} and {tmp_path / 'reflow_widget_image.png'}")
-            assert shot.stat().st_size > 10_000
-
-            # play: the frontend ticks, the kernel redraws, t moves on by itself
-            page.locator(".reflow-play button").first.click()
-            page.wait_for_function("() => !document.querySelector('.reflow-readout').innerText.includes('t = 0.50')")
-            assert "2-rectified flow" in readout.inner_text()
+            print(f"screenshots under {tmp_path}")
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             print(f"failure screenshot: {tmp_path / 'failure.png'}")
             raise
         finally:
             browser.close()
+
+
+def test_reflow_explorer_without_kernel_or_network(sync_playwright, tmp_path):
+    from course_utils.widgets import readout_text
+
+    explorer = _explorer()
+    page_file = tmp_path / "explorer.html"
+    page_file.write_text(explorer.to_html(), encoding="ascii")
+    errors, blocked = [], []
+
+    def only_local(route):
+        if route.request.url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        # a forced scale factor reaches the sandboxed frame (Playwright's emulated one does not)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=LAUNCH_FLAGS + ["--force-device-scale-factor=2"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", only_local)
+            page.goto(page_file.as_uri())
+            frame_el = page.locator("iframe.reflow-explorer-frame")
+            frame = page.frame_locator("iframe.reflow-explorer-frame")
+            readout, canvas = frame.locator(".reflow-explorer .readout"), frame.locator(".reflow-explorer canvas")
+            readout.wait_for(state="visible")
+            toy = explorer.toys["test"]
+            assert readout.inner_text() == readout_text(toy, 0, 0.0, 0)
+            # crisp: the canvas has devicePixelRatio backing pixels
+            ratio, dpr = canvas.evaluate("c => [c.width / c.getBoundingClientRect().width, devicePixelRatio]")
+            assert dpr == 2 and ratio == pytest.approx(dpr, abs=0.01)
+            png0 = canvas.evaluate(CANVAS_PNG)
+            frame_el.screenshot(path=str(tmp_path / "page_round0.png"))
+
+            frame.locator("input[name=round]").fill("2")
+            assert readout.inner_text() == readout_text(toy, 2, 0.0, 0)
+            png1 = canvas.evaluate(CANVAS_PNG)
+            frame.locator("select[name=steps]").select_option("1")
+            assert readout.inner_text() == readout_text(toy, 2, 0.0, 1)
+            png2 = canvas.evaluate(CANVAS_PNG)
+            assert len({png0, png1, png2}) == 3
+            frame.locator("input[name=round]").fill("1")
+            frame.locator("input[name=t]").fill("0.5")
+            assert readout.inner_text() == readout_text(toy, 1, 0.5, 1)
+            frame_el.screenshot(path=str(tmp_path / "page_round1_euler1.png"))
+            frame.locator("input[name=chords]").uncheck()
+            frame.locator("input[name=paths]").uncheck()
+            assert canvas.evaluate(CANVAS_PNG) != png2
+
+            # play runs in the page (requestAnimationFrame) and stops at t = 1
+            frame.locator("input[name=t]").fill("0")
+            frame.locator("button[name=play]").click()
+            frame.locator(".reflow-explorer .readout").filter(has_text="t = 1.00").wait_for()
+            assert frame.locator("button[name=play]").inner_text().strip().endswith("play")
+            frame_el.screenshot(path=str(tmp_path / "page_played.png"))
+            print(f"screenshots under {tmp_path}")
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"failure screenshot: {tmp_path / 'failure.png'}")
+            raise
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert not blocked, blocked

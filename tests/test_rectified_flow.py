@@ -325,3 +325,40 @@ def test_exercise_checks_name_the_mistake():
         for seed in (0, 1, 2):
             with pytest.raises(ExerciseError, match="its own path"):
                 exercises.rectified_flow.REFLOW_TARGETS.check(wrong, seed=seed)
+
+
+# two modes to two modes (notebook 09, section 7) ---------------------------------------------
+def test_two_modes_and_fraction_crossing():
+    g = torch.Generator().manual_seed(0)
+    src = rf.two_modes(4000, -2.0, spread=0.5, generator=g)
+    dst = rf.two_modes(4000, 2.0, spread=0.5, generator=g)
+    upper = rf.mode_index(src).bool()
+    assert abs(upper.float().mean().item() - 0.5) < 0.03
+    torch.testing.assert_close(src[upper].mean(0), torch.tensor([-2.0, 2.0]), atol=0.05, rtol=0)
+    torch.testing.assert_close(src[~upper].std(0), torch.tensor([0.5, 0.5]), atol=0.03, rtol=0)
+    # independent pairs send about half of each mode across: the "none across" check must fail
+    frac = rf.fraction_crossing(src, dst)
+    assert ((frac - 0.5).abs() < 0.03).all(), frac
+    with pytest.raises(AssertionError, match="across"):
+        rf.check_no_crossing(src, dst, bar=0.05)
+    # the mode-keeping coupling x1 = x0 + (4, 0) sends none across, and one mode swapped sends all
+    kept = src + torch.tensor([4.0, 0.0])
+    torch.testing.assert_close(rf.check_no_crossing(src, kept, bar=0.05), torch.zeros(2))
+    swapped = kept * torch.tensor([1.0, -1.0])
+    torch.testing.assert_close(rf.fraction_crossing(src, swapped), torch.ones(2))
+
+
+def test_check_straightened_fails_for_a_field_that_does_not_straighten():
+    x0 = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
+    turn = lambda x, t: 2.0 * torch.stack([-x[:, 1], x[:, 0]], 1)  # noqa: E731  curved paths
+    shift = lambda x, t: torch.tensor([2.0, 0.0]).expand_as(x)  # noqa: E731  straight paths
+    s_turn, s_shift = rf.straightness(turn, x0).value, rf.straightness(shift, x0).value
+    # closed form: in complex notation Z_t = e^{2it} z, v = 2i e^{2it} z and the chord a z with a = e^{2i} − 1 =
+    # ∫ 2i e^{2it} dt, so S = E|z|² ∫ |a − 2i e^{2it}|² dt = E|z|² (4 − |a|²) = E|z|² (2 + 2 cos 2)
+    r2 = x0.pow(2).sum(1).mean().item()
+    exact = r2 * (4 - abs(complex(math.cos(2), math.sin(2)) - 1) ** 2)
+    assert exact == pytest.approx(r2 * (2 + 2 * math.cos(2)))
+    assert s_turn == pytest.approx(exact, rel=2e-3)
+    assert rf.check_straightened(s_turn, s_shift, bar=0.1) < 1e-8
+    with pytest.raises(AssertionError, match="did not straighten"):
+        rf.check_straightened(s_turn, s_turn, bar=0.1)  # the same field again: ratio 1
