@@ -244,3 +244,154 @@ def test_model_input_checks_name_what_was_expected():
         model(x, 0.5, torch.tensor([-2, 2]))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # under autocast x may differ from the weights
         assert model(x.bfloat16(), 0.5, torch.tensor([1, 2])).shape == x.shape
+
+
+# -- adaLN-Zero: which weights receive a gradient first (notebook 10, section 4)
+def zero_block(width=32):
+    block = dit.DiTBlock(width, 2, 4.0, True)
+    torch.nn.init.zeros_(block.adaLN_modulation[-1].weight)  # adaLN-Zero, as DiT.initialize_weights does
+    torch.nn.init.zeros_(block.adaLN_modulation[-1].bias)
+    return block
+
+
+def block_inputs(width=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, c = torch.randn(4, 9, width, generator=g), torch.randn(4, width, generator=g)
+    return x, c, torch.randn(4, 9, width, generator=g)
+
+
+def test_gate_gradient_reference_is_autograds_gradient_of_the_gate_rows():
+    from course_utils.exercises.dit import _gate_gradient
+
+    torch.manual_seed(0)
+    x, branch, grad_out, c = torch.randn(3, 5, 4), torch.randn(3, 5, 4), torch.randn(3, 5, 4), torch.randn(3, 6)
+    rows = torch.nn.Linear(6, 4)
+    y = x + rows(torch.nn.functional.silu(c)).unsqueeze(1) * branch  # y = x + α ⊙ F
+    (y * grad_out).sum().backward()  # so that ∂L/∂y = grad_out
+    grad_w, grad_b = _gate_gradient(branch, grad_out, c)
+    torch.testing.assert_close(grad_w, rows.weight.grad)
+    torch.testing.assert_close(grad_b, rows.bias.grad)
+
+
+def test_a_zero_gated_block_gives_only_its_gates_a_gradient_then_opens():
+    from course_utils.dit import gate_opening, opens_from_zero
+
+    torch.manual_seed(0)
+    report = gate_opening(zero_block(), *block_inputs(), lr=1e-2)
+    assert report.at_init["attention"] == report.at_init["MLP"] == report.at_init["shift and scale rows"] == 0
+    assert report.at_init["gate rows"] > 0
+    assert report.after_step["attention"] > 0 and report.after_step["MLP"] > 0
+    assert opens_from_zero(report)
+
+
+def test_negative_control_a_block_with_a_non_zero_modulation_has_branch_gradients_at_init():
+    from course_utils.dit import gate_opening, opens_from_zero
+
+    torch.manual_seed(0)
+    block = zero_block()
+    torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.02)  # not adaLN-Zero
+    report = gate_opening(block, *block_inputs())
+    assert report.at_init["attention"] > 0 and report.at_init["MLP"] > 0
+    assert not opens_from_zero(report)
+
+
+def test_negative_control_a_gate_frozen_at_zero_never_lets_the_branches_learn():
+    from course_utils.dit import gate_opening, opens_from_zero
+
+    torch.manual_seed(0)
+    block = zero_block()
+    block.adaLN_modulation.requires_grad_(False)  # the gates stay 0
+    before = {k: v.clone() for k, v in block.state_dict().items()}
+    report = gate_opening(block, *block_inputs(), lr=1e-2, steps=5)
+    assert report.at_init["gate rows"] == 0
+    assert report.after_step["attention"] == report.after_step["MLP"] == 0  # five steps later: still nothing
+    assert not opens_from_zero(report)
+    assert all(torch.equal(before[k], v) for k, v in block.state_dict().items())  # a copy was trained
+
+
+def test_learning_order_of_a_fresh_dit_and_its_negative_control():
+    from course_utils.dit import learning_order
+
+    torch.manual_seed(0)
+    model = tiny()
+    g = torch.Generator().manual_seed(1)
+    x, target = torch.randn(4, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
+    t, y = torch.full((4,), 0.5), torch.tensor([1, 2, 3, 4])
+    order = learning_order(model, x, t, y, target)
+    assert order[0] == {"final linear"}
+    assert "block gates" in order[1] and not {"attention", "MLP", "block shifts and scales"} & order[1]
+    assert {"attention", "MLP", "block shifts and scales"} <= order[2]
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.02)  # a final layer that is not zero
+    assert "block gates" in learning_order(model, x, t, y, target, steps=1)[0]
+    with pytest.raises(ValueError, match="not finite"):
+        learning_order(model, x * 1e30, t, y, target, lr=1e30)
+
+
+# -- the loss along the path (notebook 10, section 9)
+def test_linear_per_t_loss_closed_form_matches_the_linear_guess_on_gaussian_classes():
+    from course_utils.dit import linear_per_t_loss, linear_velocity, within_class_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    d, n = 6, 40_000
+    a = torch.randn(d, d, generator=g) * torch.tensor([1.0, 0.8, 0.5, 0.3, 0.1, 0.0])  # one direction of no spread
+    means = torch.randn(3, d, generator=g)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x1 = means[labels] + torch.randn(n, d, generator=g) @ a.T
+    x0 = torch.randn(n, d, generator=g)
+    m, lam, q = within_class_spectrum(x1, labels)
+    torch.testing.assert_close(lam.sum(), torch.tensor(float((a * a).sum()), dtype=torch.float64), rtol=0.03, atol=0)
+    ts = torch.tensor([0.0, 0.3, 0.6, 0.9, 1.0])
+    closed = linear_per_t_loss(lam, ts)
+    assert closed[0] == pytest.approx(lam.sum().item()) and closed[-1] == d  # the ends: Var(x1 | y), then Var(x0)
+    mc = torch.stack([(linear_velocity(t * x1 + (1 - t) * x0, t, labels, m, lam, q) - (x1 - x0)).pow(2).sum(1).mean()
+                      for t in ts.tolist()])
+    torch.testing.assert_close(mc.double(), closed, rtol=0.03, atol=0)
+
+
+def test_per_t_loss_is_the_loss_at_each_time_and_a_zero_model_is_flat():
+    from course_utils.dit import per_t_loss
+
+    g = torch.Generator().manual_seed(0)
+    x1, x0, y = torch.randn(5, 1, 28, 28, generator=g), torch.randn(5, 1, 28, 28, generator=g), torch.arange(5)
+    ts = torch.tensor([0.0, 0.5, 1.0])
+    model = tiny().eval()  # adaLN-Zero: outputs 0
+    flat = per_t_loss(model, x1, y, x0, ts)
+    torch.testing.assert_close(flat, (x1 - x0).flatten(1).pow(2).sum(1).mean().expand(3))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    got = per_t_loss(model, x1, y, x0, ts)
+    with torch.no_grad():
+        want = [(model(t * x1 + (1 - t) * x0, torch.full((5,), t), y) - (x1 - x0)).flatten(1).pow(2).sum(1).mean()
+                for t in ts.tolist()]
+    torch.testing.assert_close(got, torch.stack(want))
+
+
+def test_gain_peaks_inside_accepts_an_inner_peak_only():
+    from course_utils.dit import gain_peaks_inside
+
+    linear = torch.tensor([0.2, 0.3, 0.3, 0.4, 1.0])
+    assert gain_peaks_inside(torch.tensor([0.3, 0.2, 0.1, 0.2, 1.5]), linear)
+    assert not gain_peaks_inside(linear, linear)  # no gain: the linear guess itself
+    assert not gain_peaks_inside(torch.full((5,), 1.9), linear)  # a zero output: all loss
+    assert not gain_peaks_inside(torch.tensor([0.0, 0.3, 0.3, 0.4, 1.0]), linear)  # the gain at an end
+
+
+def test_the_shipped_dit_gains_inside_the_path_and_a_fresh_one_does_not():
+    from course_utils import train
+    from course_utils.cli import train_dit
+    from course_utils.dit import gain_peaks_inside, linear_per_t_loss, per_t_loss, within_class_spectrum
+    from course_utils.mnist import load_mnist
+
+    trained = dit.DiT(dit.get_config("tiny"))
+    train.load_model(train_dit.default_export_path(), trained)
+    images, labels = load_mnist("train").images, load_mnist("train").labels
+    test = load_mnist("test")
+    g = torch.Generator().manual_seed(0)
+    x1, y = test.images[:64], test.labels[:64]
+    x0 = torch.randn(x1.shape, generator=g)
+    ts = torch.linspace(0, 1, 11)
+    linear = linear_per_t_loss(within_class_spectrum(images, labels)[1], ts).float()
+    assert gain_peaks_inside(per_t_loss(trained.eval(), x1, y, x0, ts), linear)
+    fresh = per_t_loss(dit.DiT(dit.get_config("tiny")).eval(), x1, y, x0, ts)  # outputs 0: flat, E‖x1 − x0‖²
+    torch.testing.assert_close(fresh, fresh[0].expand(11))
+    assert not gain_peaks_inside(fresh, linear)

@@ -35,3 +35,4 @@ from .rectified_flow import check_logit_normal_density, check_reflow_targets, ch
 from .inpainting import check_inpaint_merge  # noqa: F401
 from .inpainting import check_superres_merge  # noqa: F401
 from .dit import check_guided_velocity, check_modulate, check_patchify  # noqa: F401
+from .dit import check_gate_gradient  # noqa: F401

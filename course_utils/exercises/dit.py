@@ -92,3 +92,62 @@ GUIDED_VELOCITY = guidance_exercise("guided_velocity", "v", _velocity_pair)
 def check_guided_velocity(student_fn) -> None:
     """guided_velocity(v_uncond, v_cond, w) = (1 − w)·v_uncond + w·v_cond."""
     GUIDED_VELOCITY.check(student_fn)
+
+
+# ---------------------------------------------------------------------------- adaLN-Zero: the gate's gradient
+def _gate_gradient(branch, grad_out, c):
+    """∂L/∂W and ∂L/∂b of the gate rows α = W·SiLU(c) + b, for y = x + α ⊙ F (α broadcast over the tokens)."""
+    d_alpha = (grad_out * branch).sum(1)  # ∂L/∂α, (B, d): the chain rule through y = x + α ⊙ F sums over tokens
+    return d_alpha.T @ torch.nn.functional.silu(c), d_alpha.sum(0)
+
+
+def _gate_inputs(gen, square=False):
+    b, n, d = randint(2, 5, gen), randint(2, 7, gen), randint(3, 7, gen)
+    d_c = d if square else d + randint(1, 4, gen)  # a condition width ≠ d: a transposed weight has the wrong shape
+    return (torch.randn(b, n, d, generator=gen), torch.randn(b, n, d, generator=gen),
+            torch.randn(b, d_c, generator=gen))
+
+
+def _block_at_init(gen):
+    """A fresh adaLN-Zero DiT block, its attention branch at init and ∂L/∂y for L = ‖y − target‖²."""
+    with torch.random.fork_rng():  # building the block draws from the global generator: leave it as it was
+        torch.manual_seed(randint(0, 2**30, gen))
+        block = dit.DiTBlock(8, 2, 4.0, True)
+    x, c = torch.randn(2, 5, 8, generator=gen), torch.randn(2, 8, generator=gen)
+    target = torch.randn(2, 5, 8, generator=gen)
+    with torch.no_grad():
+        branch = block.attn(block.norm1(x))  # shift = scale = 0 at init: modulate(LN(x), 0, 0) = LN(x)
+    return (branch, 2 * (x - target), c)  # at init y = x, so ∂L/∂y = 2(x − target)
+
+
+GATE_GRADIENT = Exercise("gate_gradient", _gate_gradient, cases=[
+    Case(_gate_inputs, "random branch outputs, upstream gradients and conditions"),
+    Case(lambda gen: _gate_inputs(gen, square=True), "a condition as wide as the tokens, as in the DiT"),
+    Case(_block_at_init, "the attention branch of a fresh adaLN-Zero block, L = ‖y − target‖²"),
+], mistakes=[
+    Mistake(lambda branch, grad_out, c: (torch.zeros(branch.shape[2], c.shape[1]), torch.zeros(branch.shape[2])),
+            "it returns zeros, as if nothing could learn while the gates are 0; but ∂L/∂α does not contain α: "
+            "y = x + α ⊙ F changes with α at the rate F, which is not zero. What vanishes at α = 0 are the "
+            "gradients of the weights behind the gate."),
+    Mistake(lambda branch, grad_out, c: _gate_gradient(torch.ones_like(branch), grad_out, c),
+            "it forgets the branch's output: y = x + α ⊙ F changes with α at the rate ∂y/∂α = F, so F belongs "
+            "in ∂L/∂α."),
+    Mistake(lambda branch, grad_out, c: ((grad_out * branch).sum(1).T @ c, (grad_out * branch).sum(1).sum(0)),
+            "it multiplies by c; the modulation layer is SiLU then Linear, so its weights see SiLU(c)."),
+    Mistake(lambda branch, grad_out, c: _gate_gradient(branch / branch.shape[1], grad_out, c),
+            "it averages over the tokens; α is shared by the N tokens of an image, so their contributions add up: "
+            "sum over the token axis."),
+    Mistake(lambda branch, grad_out, c: _gate_gradient(branch / branch.shape[0], grad_out, c),
+            "it averages over the batch; each image's α comes from the same W and b, so the gradients of the "
+            "images add up: sum over the batch."),
+    Mistake(lambda branch, grad_out, c: tuple(-g for g in _gate_gradient(branch, grad_out, c)),
+            "it has the wrong sign: return the gradient ∂L/∂W, ∂L/∂b, not the descent direction."),
+    Mistake(lambda branch, grad_out, c: tuple(g.T if g.ndim == 2 else g for g in _gate_gradient(branch, grad_out, c)),
+            "the weight gradient is transposed: nn.Linear stores W as (out, in), so ∂L/∂W has one row per gate "
+            "channel and one column per input channel of the modulation layer."),
+])
+
+
+def check_gate_gradient(student_fn) -> None:
+    """gate_gradient(branch, grad_out, c) -> (∂L/∂W, ∂L/∂b) of the gate rows α = W·SiLU(c) + b, y = x + α ⊙ F."""
+    GATE_GRADIENT.check(student_fn)
