@@ -21,6 +21,10 @@ logit-normal (`flow_matching.sample_time`, `make_time_sampler`, `logit_normal_de
 - `one_step_error` / `distillation_gain`: how far one step lands from the flow's ODE endpoint Z1(x0),
   on the same noise, for a distilled student against the teacher's own one step.
 - `off_manifold_distance`: the mean distance from each sample to its nearest data point.
+- Two modes to two modes (notebook 09 §7, where rewiring is visible): `two_modes` draws the toy,
+  `two_modes_field` is its exact 1-rectified field in closed form, `mode_index` / `fraction_crossing`
+  count the pairs that go to the other mode, `check_no_crossing`, `check_rewired` (end points reach
+  the target without crossing) and `check_straightened` (S after / S before under a bar).
 
 Notation: Liu et al. write X0, X1 for the coupling and Z_t for the flow; SD3 (Esser et al.
 2024) runs time the other way, z_t = (1 − t) x + t ε, so their t is our 1 − t.
@@ -204,3 +208,39 @@ def check_straightened(s_before: float, s_after: float, *, bar: float) -> float:
         raise AssertionError(f"straightness went from {s_before:.4f} to {s_after:.4f}, ratio {ratio:.3f} > "
                              f"bar {bar}: the round did not straighten the flow.")
     return ratio
+
+
+def two_modes_field(x: torch.Tensor, t: torch.Tensor, *, scale: float = 1.0, spread: float = 0.3) -> torch.Tensor:
+    """The exact 1-rectified field v*(x, t) = E[X1 − X0 | X_t = x] of the two-modes task: X0 = `two_modes(n,
+    −2)`, X1 = `two_modes(n, +2)` (same `scale` and `spread`), independent. Given the modes a_i of X0 and
+    b_j of X1 (four pairs, weight ¼ each), X_t is Gaussian with mean m_ij = t b_j + (1 − t) a_i and
+    variance s_t² = spread² (t² + (1 − t)²) per coordinate, and E[X1 − X0 | X_t = x, i, j] =
+    (b_j − a_i) + (2t − 1)/(t² + (1 − t)²) (x − m_ij); v* mixes these with the posterior weights of the
+    pairs. It commutes with the reflection (x, y) ↦ (x, −y), so on the horizontal axis it is horizontal."""
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"two_modes_field expects points of shape (B, 2), got {tuple(x.shape)}.")
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])[:, None, None]
+    y = torch.tensor([2.0, -2.0], dtype=x.dtype, device=x.device) * scale
+    a = torch.stack([torch.full((2,), -2.0 * scale, dtype=x.dtype, device=x.device), y], 1)  # (2, 2): sources
+    b = torch.stack([torch.full((2,), 2.0 * scale, dtype=x.dtype, device=x.device), y], 1)  # (2, 2): targets
+    a_ij, b_ij = a[:, None].expand(2, 2, 2).reshape(4, 2), b[None].expand(2, 2, 2).reshape(4, 2)
+    m = t * b_ij + (1 - t) * a_ij  # (B, 4, 2)
+    q = t ** 2 + (1 - t) ** 2
+    d = x[:, None] - m
+    w = torch.softmax(-d.pow(2).sum(-1, keepdim=True) / (2 * spread ** 2 * q), dim=1)  # (B, 4, 1)
+    return (w * ((b_ij - a_ij) + (2 * t - 1) / q * d)).sum(1)
+
+
+def check_rewired(x0: torch.Tensor, z1: torch.Tensor, target: torch.Tensor, *, across: float,
+                  distance: float) -> tuple[torch.Tensor, float]:
+    """Assert that a flow's end points z1 = Z1(x0) on the two-modes task reach the target and keep the
+    modes: the mean distance from z1 to the nearest point of `target` (`off_manifold_distance`) is at
+    most `distance`, and no source mode sends more than `across` of its particles to the other target
+    mode (`check_no_crossing`). An untrained or identity field fails the first (its end points stay at
+    the source); independent pairs, or a flow that swaps the modes, the second. Returns the fractions
+    and the distance."""
+    dist = off_manifold_distance(z1, target)
+    if not dist <= distance:
+        raise AssertionError(f"the end points lie {dist:.3f} from the target on average (bar {distance}): "
+                             f"the flow does not reach the target modes.")
+    return check_no_crossing(x0, z1, bar=across), dist

@@ -43,7 +43,7 @@ from . import rectified_flow as rf
 ESM_PATH = Path(__file__).with_name("static") / "reflow_explorer.js"
 EULER_STEPS = (1, 2, 4, 8, 16)
 STEP_CHOICES = (0,) + EULER_STEPS  # 0: no Euler overlay
-FRAME_HEIGHT = 600  # px, the iframe of `to_html`
+FRAME_HEIGHT = 540  # px, the iframe of `to_html`
 
 
 def _np(x) -> np.ndarray:
@@ -89,12 +89,17 @@ class ReflowRounds:
         return len(self.rounds) - 1
 
     def bounds(self) -> list[float]:
-        """[xmin, xmax, ymin, ymax] of everything drawn, with a margin, square."""
-        parts = [self.x0, self.data, self.noise] + [r.chord_end for r in self.rounds]
-        parts += [r.paths.reshape(-1, 2) for r in self.rounds if r.paths is not None]
-        pts = np.concatenate(parts)
-        lo, hi = np.percentile(pts, 0.5, axis=0), np.percentile(pts, 99.5, axis=0)
-        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.1
+        """[xmin, xmax, ymin, ymax], square with a margin: every particle's start, chord end and RK4 path
+        in full, and the noise and data clouds up to their 0.5 and 99.5 percentiles (a few far cloud
+        points may fall outside; no particle does). Euler paths are not included: a coarse step may
+        overshoot, and the drawing clips it."""
+        own = [self.x0] + [r.chord_end for r in self.rounds]
+        own += [r.paths.reshape(-1, 2) for r in self.rounds if r.paths is not None]
+        own = np.concatenate(own)
+        clouds = np.concatenate([self.data, self.noise])
+        lo = np.minimum(own.min(0), np.percentile(clouds, 0.5, axis=0))
+        hi = np.maximum(own.max(0), np.percentile(clouds, 99.5, axis=0))
+        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * 1.06
         return [float(centre[0] - half), float(centre[0] + half), float(centre[1] - half), float(centre[1] + half)]
 
 

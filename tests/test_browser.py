@@ -247,3 +247,30 @@ def test_reflow_explorer_without_kernel_or_network(sync_playwright, tmp_path):
             browser.close()
     assert not errors, errors
     assert not blocked, blocked
+
+
+@pytest.mark.parametrize("width", [900, 640])
+def test_reflow_explorer_fits_a_notebook_column(sync_playwright, tmp_path, width):
+    """At a notebook's width (900 px) the drawing keeps its size; in a narrower column it scales down
+    with its aspect ratio instead of scrolling sideways, and the controls wrap."""
+    page_file = tmp_path / "explorer.html"
+    page_file.write_text(_explorer().to_html(), encoding="ascii")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 700})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(page_file.as_uri())
+            frame = page.frame_locator("iframe.reflow-explorer-frame")
+            frame.locator(".reflow-explorer .readout").wait_for(state="visible")
+            scroll_w, inner_w, canvas_w, canvas_h, bottom = frame.locator(".reflow-explorer").evaluate(
+                "e => { const c = e.querySelector('canvas').getBoundingClientRect();"
+                " return [document.documentElement.scrollWidth, innerWidth, c.width, c.height,"
+                " e.querySelector('.readout').getBoundingClientRect().bottom]; }")
+            assert scroll_w <= inner_w  # no horizontal scrolling
+            assert canvas_w == pytest.approx(min(720, inner_w), abs=1)
+            assert canvas_w / canvas_h == pytest.approx(720 / 440, rel=0.01)
+            assert bottom <= page.locator("iframe.reflow-explorer-frame").bounding_box()["height"]  # readout not cut
+            page.locator("iframe.reflow-explorer-frame").screenshot(path=str(tmp_path / f"width_{width}.png"))
+        finally:
+            browser.close()

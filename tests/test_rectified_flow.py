@@ -362,3 +362,62 @@ def test_check_straightened_fails_for_a_field_that_does_not_straighten():
     assert rf.check_straightened(s_turn, s_shift, bar=0.1) < 1e-8
     with pytest.raises(AssertionError, match="did not straighten"):
         rf.check_straightened(s_turn, s_turn, bar=0.1)  # the same field again: ratio 1
+
+
+def test_exact_two_modes_field_two_ways_and_its_symmetry():
+    f = lambda x, t: rf.two_modes_field(x, t, spread=0.5)  # noqa: E731
+    g = torch.Generator().manual_seed(3)
+    # Monte Carlo: v* = E[X1 − X0 | X_t] makes the residual orthogonal to every function of X_t
+    n = 200_000
+    x0, x1 = rf.two_modes(n, -2.0, spread=0.5, generator=g), rf.two_modes(n, 2.0, spread=0.5, generator=g)
+    for t in (0.2, 0.5, 0.8):
+        xt = t * x1 + (1 - t) * x0
+        resid = (x1 - x0) - f(xt, torch.full((n,), t))
+        tests = torch.cat([torch.ones(n, 1), xt, xt[:, :1] * xt[:, 1:], torch.tanh(xt)], 1)
+        assert (resid[:, :, None] * tests[:, None, :]).mean(0).abs().max() < 0.03
+        # a field off by a small constant velocity is not orthogonal: the same test sees it
+        wrong = resid - torch.tensor([0.0, 0.2])
+        assert (wrong[:, :, None] * tests[:, None, :]).mean(0).abs().max() > 0.1
+    # closed form at t = 0: v*(x, 0) = E[X1] − x; at t = 1: v*(x, 1) = x − E[X0]
+    x = torch.randn(50, 2, generator=g)
+    torch.testing.assert_close(f(x, torch.zeros(50)), torch.tensor([2.0, 0.0]) - x)
+    torch.testing.assert_close(f(x, torch.ones(50)), x - torch.tensor([-2.0, 0.0]))
+    # the reflection symmetry: v*(Rx, t) = R v*(x, t), so the field is horizontal on the axis
+    R = torch.tensor([1.0, -1.0])
+    t = torch.rand(50, generator=g)
+    torch.testing.assert_close(f(x * R, t), f(x, t) * R)
+    on_axis = torch.stack([torch.linspace(-4, 4, 50), torch.zeros(50)], 1)
+    assert f(on_axis, t)[:, 1].abs().max() < 1e-6
+
+
+def test_check_rewired_passes_the_exact_flow_and_fails_the_negative_controls():
+    from course_utils.models import TimeMLP
+
+    g = torch.Generator().manual_seed(4)
+    x0, x1 = rf.two_modes(2000, -2.0, spread=0.5, generator=g), rf.two_modes(2000, 2.0, spread=0.5, generator=g)
+    exact = lambda x, t: rf.two_modes_field(x, t, spread=0.5)  # noqa: E731
+    z1 = rf.sample(exact, x0, 32, "rk4")
+    frac, dist = rf.check_rewired(x0, z1, x1, across=0.05, distance=0.5)
+    assert frac.max() == 0 and dist < 0.1
+    # the marginal is the target's: half of the mass on each side, centred on (2, 0)
+    assert abs((z1[:, 1] > 0).float().mean().item() - 0.5) < 0.03
+    torch.testing.assert_close(z1.mean(0), torch.tensor([2.0, 0.0]), atol=0.1, rtol=0)
+    # independent pairs reach the target but cross
+    with pytest.raises(AssertionError, match="across"):
+        rf.check_rewired(x0, x1, x1, across=0.05, distance=0.5)
+    # an untrained network keeps every particle on its side, but does not reach the target
+    torch.manual_seed(0)
+    untrained = TimeMLP(2, 64, 3)
+    z_untrained = rf.sample(untrained, x0, 32, "rk4")
+    assert rf.fraction_crossing(x0, z_untrained).max() <= 0.05  # the crossing check alone would pass
+    with pytest.raises(AssertionError, match="does not reach"):
+        rf.check_rewired(x0, z_untrained, x1, across=0.05, distance=0.5)
+    # no field at all (the identity flow) fails the same way
+    with pytest.raises(AssertionError, match="does not reach"):
+        rf.check_rewired(x0, x0, x1, across=0.05, distance=0.5)
+    # a flow that swaps the modes never crosses its own paths, reaches the target, and fails
+    swapped = z1 * torch.tensor([1.0, -1.0])
+    with pytest.raises(AssertionError, match="across"):
+        rf.check_rewired(x0, swapped, x1, across=0.05, distance=0.5)
+    # the exact field is curved: reflow has something to straighten
+    assert rf.straightness(exact, x0[:500]).value > 1.0

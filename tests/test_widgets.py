@@ -197,3 +197,24 @@ def test_renderer_builds_the_same_readout_as_python(explorer, toy, tmp_path):
         f"for (const [k, t, n] of {json.dumps(states)}) console.log(readoutText(toy, k, t, n));\n")
     out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.splitlines() == [W.readout_text(toy, k, t, n) for k, t, n in states]
+
+
+def test_bounds_hold_every_particle_and_ignore_far_cloud_points(toy, pairs):
+    """The square view contains every start, chord end and RK4 path point (nothing a particle does is
+    clipped), while one far point of the data cloud does not shrink the drawing to a dot."""
+    def inside(b, pts):
+        return bool(((pts[:, 0] >= b[0]) & (pts[:, 0] <= b[1]) & (pts[:, 1] >= b[2]) & (pts[:, 1] <= b[3])).all())
+
+    x0, x1 = pairs
+    far = torch.cat([x1, torch.tensor([[60.0, -60.0]])])
+    cloud = W.ReflowRounds(**{**toy.__dict__, "data": W._np(far), "noise": W._np(torch.randn(500, 2) * 3)})
+    b = cloud.bounds()
+    assert b[1] - b[0] == pytest.approx(b[3] - b[2])  # square
+    for r in cloud.rounds:
+        assert inside(b, r.chord_end)
+        assert r.paths is None or inside(b, r.paths.reshape(-1, 2))
+    assert inside(b, cloud.x0)
+    assert b[1] - b[0] < 20  # the far cloud point is left out
+    # one particle far outside both clouds is still drawn: the view grows to hold it
+    moved = W.ReflowRounds(**{**cloud.__dict__, "x0": np.concatenate([cloud.x0[:-1], [[15.0, 15.0]]]).astype(np.float32)})
+    assert inside(moved.bounds(), moved.x0) and not inside(b, moved.x0)

@@ -5,7 +5,7 @@
 const GROUP = ["#0072B2", "#E69F00"]; // Okabe-Ito blue and orange: the two colour groups
 const DATA = "#009E73";
 const NOISE = "#8c8c8c";
-const ERROR = "#D55E00";
+const ERROR = "#CC79A7"; // Okabe-Ito reddish purple: apart from both group colours
 const PLOT = 440; // CSS pixels, the square plot
 const PANEL = 280; // CSS pixels, legend and bars to its right
 const PAD = 8;
@@ -126,7 +126,8 @@ function render({ model, el }) {
   control(bar, "paths", pathsIn);
 
   const canvas = document.createElement("canvas");
-  canvas.style.cssText = `width: ${PLOT + PANEL}px; height: ${PLOT}px; display: block;`;
+  // at most the width of the page: a narrower output area scales the drawing down instead of scrolling
+  canvas.style.cssText = `width: ${PLOT + PANEL}px; max-width: 100%; height: auto; aspect-ratio: ${PLOT + PANEL} / ${PLOT}; display: block;`;
   canvas.setAttribute("role", "img");
   const readout = document.createElement("div");
   readout.className = "readout";
@@ -183,18 +184,18 @@ function render({ model, el }) {
     ctx.rect(0, 0, PLOT, PLOT);
     ctx.clip();
 
-    const cloud = (pts, colour) => {
+    const cloud = (pts, colour, alpha, radius) => {
       ctx.fillStyle = colour;
-      ctx.globalAlpha = 0.25;
+      ctx.globalAlpha = alpha;
       for (let i = 0; i < pts.length; i += 2) {
         ctx.beginPath();
-        ctx.arc(sx(pts[i]), sy(pts[i + 1]), 1.6, 0, 2 * Math.PI);
+        ctx.arc(sx(pts[i]), sy(pts[i + 1]), radius, 0, 2 * Math.PI);
         ctx.fill();
       }
       ctx.globalAlpha = 1;
     };
-    cloud(toy.noise, NOISE);
-    cloud(toy.data, DATA);
+    cloud(toy.noise, NOISE, 0.25, 1.5);
+    cloud(toy.data, DATA, 0.45, 1.8);
 
     if (model.get("show_chords") || (!r.paths && model.get("show_paths"))) {
       ctx.lineWidth = 0.8;
@@ -276,20 +277,22 @@ function render({ model, el }) {
       ctx.stroke();
     }
     ctx.restore();
-    const title = `${r.label}, t = ${t.toFixed(2)}`;
-    ctx.font = "bold 13px system-ui, sans-serif";
-    ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
-    ctx.fillRect(4, 4, ctx.measureText(title).width + 12, 22);
-    ctx.fillStyle = "#222";
-    ctx.fillText(title, 10, 20);
 
-    drawPanel(toy, k, steps);
+    drawPanel(toy, k, steps, t);
     readout.textContent = readoutText(toy, k, t, steps);
   }
 
-  function drawPanel(toy, k, steps) {
+  // the panel right of the plot: title (round and t), legend, bars; nothing drawn over the data
+  function drawPanel(toy, k, steps, t) {
     const x = PLOT + 16;
-    let y = 20;
+    let y = 18;
+    ctx.fillStyle = "#222";
+    ctx.font = "bold 14px system-ui, sans-serif";
+    ctx.fillText(k === 0 ? "round 0: independent coupling" : `round ${k}: ${toy.rounds[k].label}`, x, y);
+    y += 18;
+    ctx.font = "13px system-ui, sans-serif";
+    ctx.fillText(`t = ${t.toFixed(2)}`, x, y);
+    y += 24;
     ctx.font = "12px system-ui, sans-serif";
     const entry = (glyph, text) => {
       ctx.save();
