@@ -21,6 +21,7 @@ COMMANDS = {
     "assignment": ("assignment", "main", "make an nbgrader assignment (source/NAME/ and nbgrader_config.py) from some notebooks"),
     "release": ("release", "main", "write the student notebooks: solutions replaced by stubs"),
     "run-notebooks": ("run_notebooks", "main", "run the course headless, in order, with a timing table"),
+    "site": ("site", "main", "the course as a static website (Sphinx): every notebook run in fast mode, as a page"),
     "download-mnist": ("download_mnist", "main", "download full MNIST into data/ and verify its SHA-256 sums (needs internet)"),
     "mnist-info": ("download_mnist", "info", "say which MNIST source the course would use"),
     "bench": ("course_utils.bench", "main", "time the course against peer libraries (diffusers, torchcfm); `bench threads`: 1 thread vs all cores"),

@@ -3,7 +3,8 @@
     python -m course_utils run-notebooks [--mode fast|full] [--out build/executed] [NOTEBOOK ...]
 
 Executes each notebook top to bottom in a fresh kernel (its own folder as working
-directory), writes the executed copy to `--out` (git ignores `build/`), and prints a table
+directory), writes the executed copy to `--out` (git ignores `build/`; its metadata `course_run`
+records the mode and whether it ran to the end, which `site` reads), and prints a table
 of notebook, seconds and status. Stops at the first failing notebook with one line naming
 the notebook, the code cell (its number and first line) and the reason: the exception's type
 and message, the per-cell time limit that it ran past, or the kernel's death. The kernel's own
@@ -88,12 +89,17 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
         nb, timeout=timeout, kernel_name="python3",
         resources={"metadata": {"path": str(path.parent)}},
         on_cell_start=on_start, on_cell_complete=on_done,
+        # no saved widget state: an HTML export then shows each widget's own text/html form (the reflow
+        # explorer's kernel-free page) instead of a widget view that needs JavaScript from a CDN
+        store_widget_state=False,
     )
+    mode, complete = os.environ.get("COURSE_MODE", "fast"), False
     start = time.perf_counter()
     # The kernel's stderr (its log: transport warnings, zmq errors after an interrupt) goes here.
     with tempfile.TemporaryFile("w+", prefix="kernel-", suffix=".log") as kernel_log:
         try:
             client.execute(stderr=kernel_log)
+            complete = True
         except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
             index = current["index"]
             cell = nb.cells[index] if index is not None else None
@@ -108,6 +114,8 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> float:
         finally:
             bar.close()
             out_dir.mkdir(parents=True, exist_ok=True)
+            # the mode it ran in and whether it ran to the end (`site` reuses complete fast-mode copies)
+            nb.metadata["course_run"] = {"mode": mode, "complete": complete}
             nbformat.write(nb, out_dir / path.name)
     return time.perf_counter() - start
 
