@@ -98,10 +98,12 @@ def gate_opening(block: nn.Module, x: torch.Tensor, c: torch.Tensor, target: tor
 
 def opens_from_zero(report: GateOpening) -> bool:
     """adaLN-Zero's start, as gradients show it: at init the attention and MLP weights and the shift and scale rows
-    get exactly zero gradient while the gate rows do not; after the step(s) the branches' gradients are non-zero."""
+    get exactly zero gradient while the gate rows do not; after the step(s) the branches' weights and the shift and
+    scale rows all have non-zero gradients."""
     start, after = report.at_init, report.after_step
     closed = start["attention"] == 0 and start["MLP"] == 0 and start["shift and scale rows"] == 0
-    return closed and start["gate rows"] > 0 and after["attention"] > 0 and after["MLP"] > 0
+    opened = after["attention"] > 0 and after["MLP"] > 0 and after["shift and scale rows"] > 0
+    return closed and start["gate rows"] > 0 and opened
 
 
 # ---------------------------------------------------------------------------- the loss along the path
@@ -133,8 +135,13 @@ def within_class_spectrum(images: torch.Tensor, labels: torch.Tensor) -> tuple[t
 
 
 def linear_per_t_loss(lam: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-    """The least loss of a predictor linear in x_t (given the class), for Gaussian classes with covariance
-    eigenvalues λ: Σ_i λ_i / (t² λ_i + (1 − t)²) at t < 1, and D (the noise's variance) at t = 1."""
+    """The least loss E‖u − (x1 − x0)‖² of a guess u = a_y + K_t x_t (a class offset a_y, one matrix K_t for every
+    class), for x0 ~ N(0, I) independent of the data and classes whose pooled within-class covariance has eigenvalues
+    λ: Σ_i λ_i / (t² λ_i + (1 − t)²) at t < 1, and D (the noise's variance) at t = 1.
+
+    It needs only the class means and Σ, not Gaussian classes (for Gaussian classes with one Σ no guess of any kind
+    does better). Directions with λ_i = 0 cost nothing at t < 1 (the noise is read off them) and 1 each at t = 1, so
+    the loss is tr Σ at t = 0, tends to rank Σ as t → 1 and jumps to D at t = 1."""
     out = []
     for t in ts.tolist():
         if t >= 1:
@@ -157,12 +164,19 @@ def linear_velocity(x_t: torch.Tensor, t: float, y: torch.Tensor, means: torch.T
     return u.to(x_t.dtype).reshape(shape).to(x_t.device)
 
 
-def gain_peaks_inside(loss: torch.Tensor, linear: torch.Tensor, *, margin: float = 0.1) -> bool:
+def gain_peaks_inside(loss: torch.Tensor, linear: torch.Tensor, *, margin: float = 0.1,
+                      end_tol: float = 0.05) -> bool:
     """Whether a per-t loss beats the linear guess most in the middle of the path: the gain linear − loss, on a grid
-    of t from 0 to 1, peaks at an inner point, above both end points, by more than `margin` of the linear loss there."""
+    of t from 0 to 1, peaks at an inner point, above both end points, by more than `margin` of the linear loss there.
+
+    At t = 0 and t = 1 the linear guess (μ_y − x0, then x1) is the best prediction of any kind, so no model can gain
+    there beyond sampling error: a gain above `end_tol` of the linear loss at either end means that the baseline is
+    not that guess (mis-scaled, or in other units than the loss), and the answer is False."""
     gain = (linear - loss).double()
     k = int(gain.argmax())
-    return 0 < k < len(gain) - 1 and gain[k] > margin * linear[k] and gain[k] > max(gain[0], gain[-1])
+    ends_fair = gain[0] <= end_tol * linear[0] and gain[-1] <= end_tol * linear[-1]
+    return bool(ends_fair and 0 < k < len(gain) - 1 and gain[k] > margin * linear[k]
+                and gain[k] > max(gain[0], gain[-1]))
 
 
 def _group(name: str) -> str:

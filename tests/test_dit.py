@@ -395,3 +395,103 @@ def test_the_shipped_dit_gains_inside_the_path_and_a_fresh_one_does_not():
     fresh = per_t_loss(dit.DiT(dit.get_config("tiny")).eval(), x1, y, x0, ts)  # outputs 0: flat, E‖x1 − x0‖²
     torch.testing.assert_close(fresh, fresh[0].expand(11))
     assert not gain_peaks_inside(fresh, linear)
+
+
+# -- review of notebook 10's section 4 and section 9 claims: the closed form is the least-squares optimum, and the
+# checks fail on broken baselines and models
+def best_affine_residual(x_t, target, labels, n_classes):
+    """The least mean squared residual of target ≈ a_y + K x_t over all class offsets a_y and one matrix K, by least
+    squares on the samples (features: x_t and a one-hot class indicator)."""
+    features = torch.cat([x_t, torch.nn.functional.one_hot(labels, n_classes).to(x_t.dtype)], dim=1)
+    coef = torch.linalg.lstsq(features, target).solution
+    return (features @ coef - target).pow(2).sum(1).mean()
+
+
+def test_linear_per_t_loss_is_the_least_squares_optimum_for_non_gaussian_classes():
+    from course_utils.dit import linear_per_t_loss, linear_velocity, within_class_spectrum
+
+    g = torch.Generator().manual_seed(3)
+    d, n, k = 5, 60_000, 3
+    spread = torch.tensor([1.5, 1.0, 0.6, 0.2, 0.0], dtype=torch.float64)  # the last direction: no spread
+    a = torch.randn(d, d, generator=g, dtype=torch.float64) * spread
+    means = 2 * torch.randn(k, d, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, k, (n,), generator=g)
+    signs = torch.randint(0, 2, (n, d), generator=g).double() * 2 - 1  # ±1 coordinates: far from Gaussian
+    x1 = means[labels] + signs @ a.T
+    x0 = torch.randn(n, d, generator=g, dtype=torch.float64)
+    m, lam, q = within_class_spectrum(x1, labels)
+    assert int((lam > 1e-9).sum()) == d - 1  # one direction with no spread
+    for t in (0.0, 0.25, 0.5, 0.75, 0.95):
+        x_t = t * x1 + (1 - t) * x0
+        best = best_affine_residual(x_t, x1 - x0, labels, k)
+        closed = linear_per_t_loss(lam, torch.tensor([t]))[0]
+        torch.testing.assert_close(best, closed, rtol=0.02, atol=1e-3)  # numerics (lstsq) = closed form
+        guess = (linear_velocity(x_t, t, labels, m, lam, q) - (x1 - x0)).pow(2).sum(1).mean()
+        torch.testing.assert_close(guess, best, rtol=0.02, atol=1e-3)  # dit.linear_velocity is that optimum
+        if 0 < t < 1:  # negative control: a mis-scaled spectrum (images in [0, 1] instead of [−1, 1]) does worse
+            wrong = (linear_velocity(x_t, t, labels, m, lam / 4, q) - (x1 - x0)).pow(2).sum(1).mean()
+            assert wrong > 1.05 * best
+    ends = linear_per_t_loss(lam, torch.tensor([0.0, 0.9999, 1.0]))
+    assert ends[0] == pytest.approx(lam.sum().item())  # t = 0: tr Σ
+    assert ends[1] == pytest.approx(d - 1, abs=1e-3) and ends[2] == d  # → rank Σ as t → 1, then D at t = 1
+
+
+def test_gain_peaks_inside_rejects_a_mis_scaled_baseline():
+    from course_utils.dit import gain_peaks_inside
+
+    ts = torch.linspace(0, 1, 11)
+    linear = 0.2 + 0.5 * ts**2
+    linear[-1] = 1.0  # per pixel: tr Σ / D at t = 0, then 1 at t = 1
+    loss = linear.clone()
+    loss[1:-1] -= 0.1 * torch.sin(torch.pi * ts[1:-1])  # a network that gains inside the path only
+    loss[0], loss[-1] = loss[0] + 0.05, loss[-1] + 0.3  # and loses at the ends, where it is rarely trained
+    assert gain_peaks_inside(loss, linear)
+    assert not gain_peaks_inside(loss, linear * 784)  # the baseline summed over pixels, the loss per pixel
+    assert not gain_peaks_inside(loss, linear + 0.5 * torch.sin(torch.pi * ts) + 0.2)  # a baseline too high at the ends
+    zero = torch.full_like(linear, 1.9)  # a zero output: flat, E‖x1 − x0‖² per pixel
+    assert not gain_peaks_inside(zero, linear) and not gain_peaks_inside(zero, linear * 784)
+
+
+def test_a_network_that_ignores_t_is_no_better_than_the_linear_guess_at_its_own_time_only():
+    # the linear guess tuned for t = 0.5, applied at every t: its loss equals the optimum at 0.5 and exceeds it
+    # elsewhere, so its gain is never positive and it cannot pass gain_peaks_inside
+    from course_utils.dit import gain_peaks_inside, linear_per_t_loss, linear_velocity, within_class_spectrum
+
+    g = torch.Generator().manual_seed(0)
+    d, n = 6, 20_000
+    a = torch.randn(d, d, generator=g) * torch.tensor([1.0, 0.8, 0.5, 0.3, 0.1, 0.05])
+    labels = torch.randint(0, 2, (n,), generator=g)
+    means = torch.randn(2, d, generator=g)
+    x1, x0 = means[labels] + torch.randn(n, d, generator=g) @ a.T, torch.randn(n, d, generator=g)
+    m, lam, q = within_class_spectrum(x1, labels)
+    ts = torch.linspace(0, 1, 11)
+    frozen = torch.stack([(linear_velocity(t * x1 + (1 - t) * x0, 0.5, labels, m, lam, q) - (x1 - x0))
+                          .pow(2).sum(1).mean() for t in ts.tolist()]).double()
+    assert not gain_peaks_inside(frozen, linear_per_t_loss(lam, ts))
+
+
+def test_learning_order_of_a_fresh_dit_step_by_step_and_a_block_that_is_not_zero():
+    from course_utils.dit import learning_order
+
+    torch.manual_seed(0)
+    model = tiny()
+    g = torch.Generator().manual_seed(2)
+    x, target = torch.randn(4, 1, 28, 28, generator=g), torch.randn(4, 1, 28, 28, generator=g)
+    t, y = torch.full((4,), 0.5), torch.tensor([1, 2, 3, 4])
+    order = learning_order(model, x, t, y, target)
+    second = {"final linear", "final adaLN", "block gates", "patch embedding"}  # through the identity blocks
+    assert order == [{"final linear"}, second,
+                     second | {"attention", "MLP", "block shifts and scales", "time and label embedders"}]
+    for block in model.blocks:  # negative control: blocks whose modulation is not zero (not adaLN-Zero)
+        torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.02)
+    assert {"attention", "MLP", "time and label embedders"} <= learning_order(model, x, t, y, target, steps=2)[1]
+
+
+def test_opens_from_zero_needs_the_shifts_and_scales_to_open_too():
+    from course_utils.dit import GateOpening, opens_from_zero
+
+    start = {"attention": 0.0, "MLP": 0.0, "shift and scale rows": 0.0, "gate rows": 1.0}
+    opened = {"attention": 1.0, "MLP": 1.0, "shift and scale rows": 1.0, "gate rows": 1.0}
+    assert opens_from_zero(GateOpening(start, opened, 1))
+    assert not opens_from_zero(GateOpening(start, {**opened, "shift and scale rows": 0.0}, 1))
+    assert not opens_from_zero(GateOpening({**start, "gate rows": 0.0}, opened, 1))  # a gate with no gradient

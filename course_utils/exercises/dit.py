@@ -101,6 +101,22 @@ def _gate_gradient(branch, grad_out, c):
     return d_alpha.T @ torch.nn.functional.silu(c), d_alpha.sum(0)
 
 
+def _silu_slope(c):
+    """d SiLU(c)/dc = sigmoid(c)·(1 + c·(1 − sigmoid(c)))."""
+    s = torch.sigmoid(c)
+    return s * (1 + c * (1 - s))
+
+
+def _gate_gradient_through(features):
+    """The gate gradient with SiLU(c) replaced by features(c) as the input the weights see."""
+
+    def wrong(branch, grad_out, c):
+        d_alpha = (grad_out * branch).sum(1)
+        return d_alpha.T @ features(c), d_alpha.sum(0)
+
+    return wrong
+
+
 def _gate_inputs(gen, square=False):
     b, n, d = randint(2, 5, gen), randint(2, 7, gen), randint(3, 7, gen)
     d_c = d if square else d + randint(1, 4, gen)  # a condition width ≠ d: a transposed weight has the wrong shape
@@ -132,8 +148,11 @@ GATE_GRADIENT = Exercise("gate_gradient", _gate_gradient, cases=[
     Mistake(lambda branch, grad_out, c: _gate_gradient(torch.ones_like(branch), grad_out, c),
             "it forgets the branch's output: y = x + α ⊙ F changes with α at the rate ∂y/∂α = F, so F belongs "
             "in ∂L/∂α."),
-    Mistake(lambda branch, grad_out, c: ((grad_out * branch).sum(1).T @ c, (grad_out * branch).sum(1).sum(0)),
+    Mistake(_gate_gradient_through(lambda c: c),
             "it multiplies by c; the modulation layer is SiLU then Linear, so its weights see SiLU(c)."),
+    Mistake(_gate_gradient_through(_silu_slope),
+            "it multiplies by the slope of SiLU at c; that slope belongs in ∂L/∂c, not in ∂L/∂W. The weights see "
+            "SiLU(c) itself: α = W·SiLU(c) + b changes with W at the rate SiLU(c)."),
     Mistake(lambda branch, grad_out, c: _gate_gradient(branch / branch.shape[1], grad_out, c),
             "it averages over the tokens; α is shared by the N tokens of an image, so their contributions add up: "
             "sum over the token axis."),
