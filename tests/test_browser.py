@@ -1,4 +1,5 @@
-"""The reflow explorer in a real browser: live in JupyterLab 4 (anywidget), and kernel-free from a file.
+"""The reflow explorer in a real browser: live in JupyterLab 4 and Jupyter Notebook 7 (anywidget), and
+kernel-free from a file.
 
 Part of the plain `pytest` run; skipped, with the reason, when Chromium or Playwright is
 missing. Needs Debian's Chromium and Playwright's Python package (which `.[all]` installs;
@@ -6,17 +7,19 @@ not Playwright's own browser download):
 
     apt-get install -y chromium
 
-The live test starts JupyterLab on 127.0.0.1 (a free port, a random token, a temporary root
-holding one small notebook), runs the cell that builds an explorer, moves the round slider and
-the Euler-steps select in the page, checks that the canvas pixels and the readout change, then runs
-a second cell that prints the Python side's `round` and `steps` (the values the browser set) and
-sets `t` from Python (the page follows). The kernel-free test writes `ReflowExplorer.to_html()` to a
-file, opens it with every network request aborted, and drives the same controls. Screenshots are
-saved under the test's tmp_path.
+The live test runs once per front end, JupyterLab 4 (`/lab/tree/reflow.ipynb`) and Notebook 7
+(`/notebooks/reflow.ipynb`): it starts the server on 127.0.0.1 (a free port, a random token, a
+temporary root holding one small notebook), waits until the page's kernel is idle, runs the cell that
+builds an explorer (Shift+Enter in both), moves the round slider and the Euler-steps select in the
+page, checks that the canvas pixels and the readout change, then runs a second cell that prints the
+Python side's `round` and `steps` (the values the browser set) and sets `t` from Python (the page
+follows). The kernel-free test writes `ReflowExplorer.to_html()` to a file, opens it with every
+network request aborted, and drives the same controls. Screenshots are saved under the test's tmp_path.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -72,7 +75,7 @@ def _explorer():
 
 @pytest.fixture
 def sync_playwright():
-    """Playwright's entry point, or a skip saying what is missing (checked before JupyterLab starts)."""
+    """Playwright's entry point, or a skip saying what is missing (checked before any server starts)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM=...).")
     try:
@@ -88,9 +91,35 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path, sync_playwright):
-    """A JupyterLab server on 127.0.0.1 serving a temp root with `reflow.ipynb` (BUILD_CELL, READ_CELL); yields its URL."""
+# The two front ends differ in the server module and the notebook's page; the rest is shared: both take
+# the same server options, both are built from JupyterLab's components (same cell, output and toolbar
+# classes, same Shift+Enter), and both render the explorer through the same anywidget front end.
+# Notebook 7 has no status bar, so the kernel's state is read from the toolbar's execution indicator.
+FRONT_ENDS = {
+    # id: (server module, notebook page, page config's appName)
+    "jupyterlab": ("jupyterlab", "lab/tree/reflow.ipynb", "JupyterLab"),
+    "notebook7": ("notebook", "notebooks/reflow.ipynb", "Jupyter Notebook"),
+}
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return json.load(r)
+
+
+def _kernel_idle(base: str, token: str) -> bool:
+    """Whether the server holds a session for reflow.ipynb whose kernel has started and is idle."""
+    sessions = _get_json(f"{base}/api/sessions?token={token}")
+    return any(s["path"].endswith("reflow.ipynb") and (s.get("kernel") or {}).get("execution_state") == "idle"
+               for s in sessions)
+
+
+@pytest.fixture(params=list(FRONT_ENDS))
+def front_end(request, tmp_path, sync_playwright):
+    """A JupyterLab 4 or Notebook 7 server on 127.0.0.1 serving a temp root with `reflow.ipynb`
+    (BUILD_CELL, READ_CELL); yields (id, page URL, kernel_idle: a no-argument check of the server's session)."""
+    name = request.param
+    module, page_path, _ = FRONT_ENDS[name]
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BUILD_CELL), nbformat.v4.new_code_cell(READ_CELL)])
@@ -100,25 +129,26 @@ def lab(tmp_path, sync_playwright):
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(state / "config"), JUPYTER_RUNTIME_DIR=str(state / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(state / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(state / "ws"),
                IPYTHONDIR=str(state / "ipython"), MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    cmd = [sys.executable, "-m", module, "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            "--ServerApp.allow_root=True"]  # containers and CI often run as root
-    log = open(tmp_path / "jupyterlab.log", "w")
+    log_path = tmp_path / f"{name}.log"
+    log = open(log_path, "w")
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             try:
-                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2).read()
+                _get_json(f"{base}/api/status?token={token}")
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start; see {tmp_path / 'jupyterlab.log'}") from None
+                    raise RuntimeError(f"{module} did not start; see {log_path}") from None
                 time.sleep(0.5)
-        yield f"{base}/lab/tree/reflow.ipynb?token={token}"
+        yield name, f"{base}/{page_path}?token={token}", lambda: _kernel_idle(base, token)
     finally:
         server.terminate()  # the server shuts its kernels down on SIGTERM
         try:
@@ -130,18 +160,39 @@ def lab(tmp_path, sync_playwright):
 
 
 CANVAS_PNG = "c => c.toDataURL('image/png')"
+APP_NAME = "() => JSON.parse(document.getElementById('jupyter-config-data').textContent).appName"
+# The notebook toolbar's execution indicator, in both front ends. It reads "idle" before the page has
+# a session too (its default), so it is trusted only once the server reports the session's kernel idle.
+KERNEL_IDLE = ".jp-Notebook-ExecutionIndicator[data-status=idle]"
 
 
-def test_reflow_explorer_in_jupyterlab(sync_playwright, lab, tmp_path):
+def _wait_for_kernel(page, kernel_idle, timeout_s: float = TIMEOUT_MS / 1000):
+    """Wait until the page's kernel is started (server side) and connected and idle (page side)."""
+    deadline = time.monotonic() + timeout_s
+    while not kernel_idle():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the notebook's kernel did not become idle")
+        page.wait_for_timeout(250)
+    page.locator(KERNEL_IDLE).wait_for(state="attached")
+
+
+def _run_cell(page, index: int):
+    """Put the cursor in code cell `index` and run it with Shift+Enter (the same binding in both front ends)."""
+    page.locator(".jp-Notebook .jp-Cell .cm-content").nth(index).click()
+    page.keyboard.press("Shift+Enter")
+
+
+def test_reflow_explorer_live(sync_playwright, front_end, tmp_path):
+    name, url, kernel_idle = front_end
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
-            page.goto(lab)
-            page.get_by_text("| Idle").first.wait_for()  # the status bar: the kernel is up
-            page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
-            page.keyboard.press("Shift+Enter")
+            page.goto(url)
+            assert page.evaluate(APP_NAME) == FRONT_ENDS[name][2]  # the front end this run is about
+            _wait_for_kernel(page, kernel_idle)
+            _run_cell(page, 0)
 
             root = page.locator(".jp-OutputArea-output .reflow-explorer")
             readout, canvas = root.locator(".readout"), root.locator("canvas")
@@ -149,27 +200,28 @@ def test_reflow_explorer_in_jupyterlab(sync_playwright, lab, tmp_path):
             assert page.locator("iframe.reflow-explorer-frame").count() == 0  # the live view, not the HTML form
             assert readout.inner_text().startswith("independent coupling (no flow)")
             png0 = canvas.evaluate(CANVAS_PNG)
-            root.screenshot(path=str(tmp_path / "lab_round0.png"))
+            root.screenshot(path=str(tmp_path / f"{name}_round0.png"))
 
             # browser -> kernel: move the round slider and choose one Euler step
             root.locator("input[name=round]").fill("2")
             page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
                                    ".innerText.startsWith('2-rectified flow')")
+            png1 = canvas.evaluate(CANVAS_PNG)
             root.locator("select[name=steps]").select_option("1")
             page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
                                    ".innerText.includes('1 Euler step: mean error 0.000')")
-            assert canvas.evaluate(CANVAS_PNG) != png0
-            root.screenshot(path=str(tmp_path / "lab_round2_euler1.png"))
+            png2 = canvas.evaluate(CANVAS_PNG)
+            assert len({png0, png1, png2}) == 3  # each control redrew the canvas
+            root.screenshot(path=str(tmp_path / f"{name}_round2_euler1.png"))
 
             # the kernel saw the browser's values; then kernel -> browser: Python sets t
-            page.locator(".jp-Notebook .jp-Cell .cm-content").nth(1).click()
-            page.keyboard.press("Shift+Enter")
-            page.get_by_text("python side: round=2 steps=1").wait_for()
+            _run_cell(page, 1)
+            page.locator(".jp-OutputArea-output").get_by_text("python side: round=2 steps=1").wait_for()
             page.wait_for_function("() => document.querySelector('.reflow-explorer .readout')"
                                    ".innerText.endsWith('t = 0.50')")
             assert root.locator("input[name=t]").input_value() == "0.5"
-            shot = tmp_path / "reflow_explorer_lab.png"
-            page.screenshot(path=str(shot), full_page=True)
+            assert canvas.evaluate(CANVAS_PNG) != png2
+            page.screenshot(path=str(tmp_path / f"reflow_explorer_{name}.png"), full_page=True)
             print(f"screenshots under {tmp_path}")
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
