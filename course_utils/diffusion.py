@@ -263,9 +263,10 @@ class GaussianDiffusion:
 
     def ddim_invert(self, model, x0: torch.Tensor, *, steps: int | None = None,
                     return_trajectory: bool = False, **cond) -> solvers.Solution:
-        """Deterministic DDIM run forward, data → noise: x_t = √ᾱ_t x̂_0 + √(1 − ᾱ_t) ε̂(x_s, s), s < t.
+        """Deterministic DDIM run forward, data → noise: x_t = √ᾱ_t x̂_0(x_s, s) + √(1 − ᾱ_t) ε̂(x_s, s), s < t.
 
-        The same Euler step of the probability-flow ODE as η = 0 sampling, taken the other way.
+        Euler's method on the probability-flow ODE dx̄/dσ̄ = ε (x̄ = x/√ᾱ, σ̄ = √(1 − ᾱ)/√ᾱ), as η = 0 sampling,
+        taken the other way: each step evaluates ε̂ at its start, here the lower end of the step.
         """
         return solvers.sample(model, x0, self.grid(steps).flip(0), method=self.step("ddim"),
                               return_trajectory=return_trajectory, **cond)
@@ -414,9 +415,11 @@ def rectified_flow_euler(eps_model, schedule, x_T: torch.Tensor, tau_grid: torch
 def ddim_round_trip(diff: GaussianDiffusion, model, x0: torch.Tensor, *, steps: int | None = None,
                     eta: float = 0.0, generator=None, **cond) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode `x0` to x_T by deterministic DDIM (`ddim_invert`), then sample back from that x_T with
-    DDIM(η) over the same grid. Returns (x_T, the reconstruction). With η = 0 both runs take the same
-    Euler steps of the probability-flow ODE, so the reconstruction error is the ODE solver's (it
-    shrinks as `steps` grows); η > 0 adds fresh noise on the way back, which the latent does not hold."""
+    DDIM(η) over the same grid. Returns (x_T, the reconstruction). With η = 0 both runs are Euler's method
+    on the probability-flow ODE over that grid, but a step evaluates ε at its start, the lower end going up
+    and the upper end coming down, so the two runs' errors do not cancel: the reconstruction error is their
+    discretisation error, which shrinks as `steps` grows. η > 0 adds fresh noise on the way back, which the
+    latent does not hold."""
     x_T = diff.ddim_invert(model, x0, steps=steps, **cond).x
     back = diff.sample(model, x_T, steps=steps, method="ddim", eta=eta, generator=generator, **cond).x
     return x_T, back

@@ -102,3 +102,34 @@ def block_means(x: torch.Tensor) -> torch.Tensor:
 def keeps_block_means(x: torch.Tensor, x_low: torch.Tensor, atol: float = 1e-4) -> bool:
     """Whether the 2×2 block means of `x` equal the known low-resolution `x_low` (to `atol`)."""
     return bool((block_means(x) - x_low).abs().max() <= atol)
+
+
+def upsample(x_low: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """The two usual 2× upsamplings of a low-resolution image: "nearest" (each block a flat square) or
+    "bilinear". Nearest is `inverse_haar2x2` of the mean coordinates 2·x_low with every detail set to zero."""
+    if mode not in ("nearest", "bilinear"):
+        raise ValueError(f"Unknown upsampling {mode!r}: use nearest or bilinear.")
+    if mode == "nearest":
+        return torch.nn.functional.interpolate(x_low, scale_factor=2, mode="nearest")
+    return torch.nn.functional.interpolate(x_low, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def mse_per_image(images: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
+    """Mean squared pixel error to the originals, one value per image: `(B, ...)` -> `(B,)`."""
+    return (images - originals).pow(2).flatten(1).mean(1)
+
+
+def beats_upsampling(x: torch.Tensor, x_high: torch.Tensor, factor: float = 0.5, share: float = 0.8) -> bool:
+    """Whether the super-resolved `x` is closer to the originals `x_high` than upsampling their block means:
+    its mean squared error below `factor` × the better of nearest and bilinear upsampling, and below
+    nearest's for at least a fraction `share` of the images.
+
+    Nearest upsampling keeps the block means and sets every detail coordinate to zero, so for any `x` with the
+    right block means the error is the error of its details alone, and nearest's is the originals' detail energy:
+    passing says the details drawn are mostly right, not merely present.
+    """
+    x_low = block_means(x_high)
+    mse = mse_per_image(x, x_high)
+    nearest, bilinear = (mse_per_image(upsample(x_low, mode), x_high) for mode in ("nearest", "bilinear"))
+    return bool(mse.mean() < factor * min(nearest.mean(), bilinear.mean())
+                and (mse < nearest).float().mean() >= share)

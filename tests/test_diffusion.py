@@ -576,3 +576,58 @@ def test_ddim_round_trip_reconstructs_with_many_steps_and_fails_with_few_or_with
     assert stochastic > 0.6 and stochastic > 20 * fine  # η = 1: the latent no longer determines the sample
     torch.testing.assert_close(D.ddim_round_trip(diff, eps_fn, x0, steps=20)[0],
                                diff.ddim_invert(eps_fn, x0, steps=20).x)
+
+
+def test_ddim_inversion_steps_are_euler_steps_in_xbar_sigmabar_taken_upwards():
+    """Closed form against the code: with x̄ = x/√ᾱ and σ̄ = √(1 − ᾱ)/√ᾱ, each inversion step from s to a later t
+    is x̄_t = x̄_s + (σ̄_t − σ̄_s) ε(x_s, s): Euler's method on dx̄/dσ̄ = ε, with ε taken at the step's start (the
+    lower end), where sampling takes it at the upper end. The control: the same formula with ε at the upper end
+    (sampling's choice) does not give the inversion's steps."""
+    diff = make(T=60)
+    x0 = torch.randn(7, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+
+    def eps_fn(x, tau):  # any smooth ε-model will do
+        return torch.tanh(x) * (0.5 + append_dims(tau, x.ndim))
+
+    sol = diff.ddim_invert(eps_fn, x0, steps=6, return_trajectory=True)
+    steps = diff.schedule.step_index(sol.t).tolist()
+    assert steps == [0, 10, 20, 30, 40, 50, 60] and sol.nfe == 6
+    abar = diff.schedule.alphas_cumprod
+    sig_bar = ((1 - abar) / abar).sqrt()
+    for k, (s, t) in enumerate(zip(steps[:-1], steps[1:])):
+        x_s, x_t = sol.trajectory[k], sol.trajectory[k + 1]
+        eps_start = eps_fn(x_s, torch.full((7,), s / 60, dtype=F64))
+        torch.testing.assert_close(x_t / abar[t].sqrt(), x_s / abar[s].sqrt() + (sig_bar[t] - sig_bar[s]) * eps_start)
+        eps_end = eps_fn(x_t, torch.full((7,), t / 60, dtype=F64))
+        assert not torch.allclose(x_t / abar[t].sqrt(), x_s / abar[s].sqrt() + (sig_bar[t] - sig_bar[s]) * eps_end)
+
+
+def test_ddim_edit_between_gaussian_classes_moves_the_point_by_the_difference_of_means():
+    """Notebook 07b's edit in closed form. Class y has data N(m_y, s² I) and the exact ε. The probability-flow ODE
+    maps x₀ to x_t = √ᾱ_t m + k_t (x₀ − m), k_t = √(ᾱ_t s² + 1 − ᾱ_t)/s, so inverting with class 0 and sampling
+    back with class 1 gives m₁ + (x₀ − m₀) + √ᾱ_T (m₀ − m₁)/k_T: the point keeps its offset from its class mean
+    (its "style"). DDIM with many steps lands there up to the Euler error. The control: sampling class 1 from
+    fresh noise gives a new offset, as far from that target as two independent draws (root-mean-square
+    distance √(2·2·s²) = 1, mean about 0.89)."""
+    diff, s2 = make(T=200), 0.25
+    means = torch.tensor([[1.0, -2.0], [-1.5, 0.5]], dtype=F64)
+
+    def eps_fn(x, tau, y):
+        abar = diff.abar(diff.schedule.step_index(tau), x)
+        return (1 - abar).sqrt() * (x - abar.sqrt() * means[y]) / (abar * s2 + 1 - abar)
+
+    gen = torch.Generator().manual_seed(3)
+    n = 200
+    zeros, ones = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)
+    x0 = means[0] + s2**0.5 * torch.randn(n, 2, dtype=F64, generator=gen)
+    x_T = diff.ddim_invert(eps_fn, x0, steps=200, y=zeros).x
+    edited = diff.sample(eps_fn, x_T, steps=200, method="ddim", y=ones).x
+    abar_T = diff.schedule.alphas_cumprod[-1]
+    k_T = ((abar_T * s2 + 1 - abar_T) / s2).sqrt()
+    target = means[1] + (x0 - means[0]) + abar_T.sqrt() * (means[0] - means[1]) / k_T
+    error = (edited - target).norm(dim=1).mean().item()
+    fresh = diff.sample(eps_fn, torch.randn(n, 2, dtype=F64, generator=gen), steps=200, method="ddim", y=ones).x
+    miss = (fresh - target).norm(dim=1).mean().item()
+    assert error < 0.03
+    assert miss > 0.7 and miss > 20 * error  # without the inversion the offset is not kept
+    assert (edited - means[1]).norm(dim=1).mean() < (edited - means[0]).norm(dim=1).mean()  # and the class changed

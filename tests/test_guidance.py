@@ -112,3 +112,95 @@ def test_haar_refuses_odd_sizes_and_wrong_layouts():
         guidance.haar2x2(torch.zeros(1, 1, 5, 4))
     with pytest.raises(ValueError, match="4"):
         guidance.inverse_haar2x2(torch.zeros(1, 1, 3, 2, 2))
+
+
+def test_nearest_upsampling_is_the_haar_answer_with_every_detail_zero():
+    """Two ways to the same image: interpolate's nearest upsampling, and Hᵀ of (2·x_low, 0, 0, 0) on every block.
+    So nearest's squared error is the originals' detail energy, ‖(u₁, u₂, u₃)‖² per block."""
+    x = torch.rand(5, 1, 8, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 2 - 1
+    u = guidance.haar2x2(x)
+    zero_details = guidance.inverse_haar2x2(torch.cat([u[:, :, :1], torch.zeros_like(u[:, :, 1:])], dim=2))
+    nearest = guidance.upsample(guidance.block_means(x), "nearest")
+    torch.testing.assert_close(nearest, zero_details)
+    torch.testing.assert_close(guidance.mse_per_image(nearest, x), u[:, :, 1:].pow(2).flatten(1).sum(1) / (8 * 6))
+    with pytest.raises(ValueError, match="nearest or bilinear"):
+        guidance.upsample(x, "bicubic")
+
+
+def test_beats_upsampling_passes_good_details_and_fails_upsampling_and_random_details():
+    """The notebook's headline check on super-resolution, and its negative controls: nearest and bilinear
+    upsampling of the block means, and the right block means with another image's details (details present, but
+    wrong) all fail; the originals and details that are mostly right pass."""
+    gen = torch.Generator().manual_seed(5)
+    x_high = torch.rand(16, 1, 8, 8, generator=gen) * 2 - 1
+    x_low = guidance.block_means(x_high)
+    u = guidance.haar2x2(x_high)
+
+    def with_details(details):
+        return guidance.inverse_haar2x2(torch.cat([u[:, :, :1], details], dim=2))
+
+    assert guidance.beats_upsampling(x_high, x_high)
+    assert guidance.beats_upsampling(with_details(0.7 * u[:, :, 1:] + 0.2 * torch.randn(u[:, :, 1:].shape,
+                                                                                         generator=gen)), x_high)
+    assert not guidance.beats_upsampling(guidance.upsample(x_low, "nearest"), x_high)
+    assert not guidance.beats_upsampling(guidance.upsample(x_low, "bilinear"), x_high)
+    shuffled = with_details(u[torch.randperm(16, generator=gen), :, 1:])  # block means right, details another's
+    assert guidance.keeps_block_means(shuffled, x_low) and not guidance.beats_upsampling(shuffled, x_high)
+
+
+def test_superres_check_explains_an_abar_that_is_not_reshaped():
+    from course_utils.exercises import ExerciseError
+
+    def unreshaped(x_generated, x_low, abar_s, eps):  # ᾱ_s of shape (B,) against images (B, 1, h, w)
+        known = abar_s.sqrt() * 2 * x_low + (1 - abar_s).sqrt() * eps
+        u = guidance.haar2x2(x_generated)
+        return guidance.inverse_haar2x2(torch.cat([known.unsqueeze(2), u[:, :, 1:]], dim=2))
+
+    for seed in range(4):
+        with pytest.raises(ExerciseError, match=r"\(B, 1, 1, 1\)"):
+            SUPERRES_MERGE.check(unreshaped, seed=seed, quiet=True)
+
+
+def _replacement_inpaint(rho, x_known, n, seed, T=100, merge=True):
+    """Inpainting by replacement on 2-pixel Gaussian data N(0, [[1, ρ], [ρ, 1]]) with its exact ε: pixel 0
+    known, pixel 1 filled in by DDPM's ancestral steps, the known pixel re-noised to each level (notebook 07b)."""
+    from course_utils.exercises.inpainting import reference_inpaint_merge
+
+    diff = diffusion.GaussianDiffusion(diffusion.DiscreteSchedule.linear(T))
+    cov = torch.tensor([[1.0, rho], [rho, 1.0]], dtype=torch.float64)
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+
+    def eps_fn(x, tau):  # E[ε | x_t] = √(1 − ᾱ) Σ_t⁻¹ x_t with Σ_t = ᾱ Σ + (1 − ᾱ) I
+        abar = diff.schedule.alphas_cumprod[diff.schedule.step_index(tau[:1])].item()
+        cov_t = abar * cov + (1 - abar) * torch.eye(2, dtype=torch.float64)
+        return (1 - abar) ** 0.5 * x @ torch.linalg.inv(cov_t).T
+
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    times = diff.timesteps()
+    for t, s in zip(times[:-1], times[1:]):
+        x = diff.ddpm_step(x, eps_fn(x, diff.schedule.tau(t).expand(n)), t, s, generator=gen)
+        abar_s = diff.schedule.alphas_cumprod[s]
+        known = abar_s.sqrt() * x_known + (1 - abar_s).sqrt() * torch.randn(n, 2, generator=gen, dtype=torch.float64)
+        x = reference_inpaint_merge(x, known, mask) if merge else x
+    return x
+
+
+def test_inpainting_by_replacement_is_only_approximately_the_conditional():
+    """Closed form against numerics: for correlated Gaussian pixels the exact conditional of the unknown pixel
+    given the known one, x_k = 1.5, is N(ρ x_k, 1 − ρ²). Replacement with the *exact* ε misses it, in mean and
+    in variance, by far more than the sampling error: the known pixel is re-noised independently of the path,
+    so the unknown one is steered by a noisy copy of it. The control: with independent pixels (ρ = 0) there is
+    nothing to steer, and pixel 1 comes out as the same sampler draws it with no merge at all (N(0, 1) up to
+    the sampler's own discretisation error, which is much smaller than the miss)."""
+    n, x_known = 4000, 1.5
+    out = _replacement_inpaint(0.9, x_known, n, seed=0)
+    assert torch.equal(out[:, 0], torch.full((n,), x_known, dtype=torch.float64))  # the known pixel is kept exactly
+    mean, var = out[:, 1].mean().item(), out[:, 1].var().item()
+    exact_mean, exact_var = 0.9 * x_known, 1 - 0.9**2
+    assert exact_mean - mean > 0.3  # standard error of the mean: about 0.01
+    assert var > 1.3 * exact_var  # standard error of the variance: about 0.007
+    independent = _replacement_inpaint(0.0, x_known, n, seed=1)[:, 1]
+    plain = _replacement_inpaint(0.0, x_known, n, seed=2, merge=False)[:, 1]
+    assert abs(independent.mean().item()) < 0.05 and abs(independent.var().item() - plain.var().item()) < 0.07
+    assert abs(plain.var().item() - 1) < 0.1  # the sampler itself: N(0, 1) up to its discretisation error

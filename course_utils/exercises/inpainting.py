@@ -6,7 +6,7 @@ import torch
 
 from ..guidance import haar2x2, inverse_haar2x2
 from ..tensors import append_dims
-from ._core import Exercise, Mistake, Symptom, randint, uniform
+from ._core import Crash, Exercise, Mistake, Symptom, randint, uniform
 
 
 def reference_inpaint_merge(x_generated: torch.Tensor, x_known_noised: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -28,6 +28,8 @@ INPAINT_MERGE = Exercise("inpaint_merge", reference_inpaint_merge, _merge_inputs
             "it keeps only the known pixels: add the model's proposal where the mask is 0, (1 − mask)·x_generated."),
     Mistake(lambda gen, known, mask: mask * known + gen,
             "it adds x_generated everywhere; it belongs only where the mask is 0: (1 − mask)·x_generated."),
+    Mistake(lambda gen, known, mask: known + (1 - mask) * gen,
+            "it adds x_known_noised everywhere; it belongs only where the mask is 1: mask·x_known_noised."),
 ])
 
 
@@ -98,9 +100,23 @@ SUPERRES_MERGE = Exercise("superres_merge", reference_superres_merge, _superres_
             "mean)."),
     Mistake(_with_known(lambda low, a, eps: (1 - a).sqrt() * 2 * low + a.sqrt() * eps),
             "signal and noise coefficients are swapped: the signal gets √ᾱ_s, the noise √(1 − ᾱ_s)."),
+    Mistake(_with_known(lambda low, a, eps: 2 * low),
+            "the known coordinate is not noised: at level s the model expects it as noisy as q(x_s | x_0) makes "
+            "it, √ᾱ_s · (2 × the block mean) + √(1 − ᾱ_s) ε."),
+    Mistake(_with_known(lambda low, a, eps: a.sqrt() * 2 * low),
+            "the signal is scaled by √ᾱ_s but the fresh noise is missing: add √(1 − ᾱ_s) ε, or the known "
+            "coordinates are cleaner than the model expects at level s."),
     Symptom(lambda got, gen, low, abar_s, eps: isinstance(got, torch.Tensor) and got.ndim == 5,
             "it returns Haar coordinates (B, 1, 4, h, w): go back to pixels with inverse_haar2x2.",
             example=lambda gen, low, abar_s, eps: haar2x2(gen)),
+], crashes=[
+    Crash(("must match the size of tensor",),
+          "raised a broadcasting error. ᾱ_s holds one value per image, shape (B,): reshape it to (B, 1, 1, 1), "
+          "e.g. append_dims(abar_s, x_low.ndim), before it multiplies an image."),
+    Crash(("Sizes of tensors must match",),
+          "raised a shape error in torch.cat: the known coordinate must have the shape of x_low, (B, 1, h, w), "
+          "before unsqueeze(2). If ᾱ_s multiplies it, reshape ᾱ_s from (B,) to (B, 1, 1, 1) first "
+          "(append_dims)."),
 ])
 
 
