@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -176,6 +177,23 @@ def _wait_for_kernel(page, kernel_idle, timeout_s: float = TIMEOUT_MS / 1000):
     page.locator(KERNEL_IDLE).wait_for(state="attached")
 
 
+@contextmanager
+def _browser_page(pw, tmp_path, width: int, height: int, extra_args=()):
+    """A page in a fresh headless Chromium; a screenshot of it goes to tmp_path if the test fails."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS + list(extra_args))
+    try:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            yield page
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"failure screenshot: {tmp_path / 'failure.png'}")
+            raise
+    finally:
+        browser.close()
+
+
 def _run_cell(page, index: int):
     """Put the cursor in code cell `index` and run it with Shift+Enter (the same binding in both front ends)."""
     page.locator(".jp-Notebook .jp-Cell .cm-content").nth(index).click()
@@ -185,10 +203,7 @@ def _run_cell(page, index: int):
 def test_reflow_explorer_live(sync_playwright, front_end, tmp_path):
     name, url, kernel_idle = front_end
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
+        with _browser_page(pw, tmp_path, 1400, 1000) as page:
             page.goto(url)
             assert page.evaluate(APP_NAME) == FRONT_ENDS[name][2]  # the front end this run is about
             _wait_for_kernel(page, kernel_idle)
@@ -223,12 +238,6 @@ def test_reflow_explorer_live(sync_playwright, front_end, tmp_path):
             assert canvas.evaluate(CANVAS_PNG) != png2
             page.screenshot(path=str(tmp_path / f"reflow_explorer_{name}.png"), full_page=True)
             print(f"screenshots under {tmp_path}")
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            print(f"failure screenshot: {tmp_path / 'failure.png'}")
-            raise
-        finally:
-            browser.close()
 
 
 def test_reflow_explorer_without_kernel_or_network(sync_playwright, tmp_path):
@@ -248,11 +257,7 @@ def test_reflow_explorer_without_kernel_or_network(sync_playwright, tmp_path):
 
     with sync_playwright() as pw:
         # a forced scale factor reaches the sandboxed frame (Playwright's emulated one does not)
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=LAUNCH_FLAGS + ["--force-device-scale-factor=2"])
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.set_default_timeout(TIMEOUT_MS)
+        with _browser_page(pw, tmp_path, 1100, 800, ["--force-device-scale-factor=2"]) as page:
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.route("**/*", only_local)
@@ -291,12 +296,6 @@ def test_reflow_explorer_without_kernel_or_network(sync_playwright, tmp_path):
             assert frame.locator("button[name=play]").inner_text().strip().endswith("play")
             frame_el.screenshot(path=str(tmp_path / "page_played.png"))
             print(f"screenshots under {tmp_path}")
-        except Exception:
-            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
-            print(f"failure screenshot: {tmp_path / 'failure.png'}")
-            raise
-        finally:
-            browser.close()
     assert not errors, errors
     assert not blocked, blocked
 
@@ -308,10 +307,7 @@ def test_reflow_explorer_fits_a_notebook_column(sync_playwright, tmp_path, width
     page_file = tmp_path / "explorer.html"
     page_file.write_text(_explorer().to_html(), encoding="ascii")
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": 700})
-            page.set_default_timeout(TIMEOUT_MS)
+        with _browser_page(pw, tmp_path, width, 700) as page:
             page.goto(page_file.as_uri())
             frame = page.frame_locator("iframe.reflow-explorer-frame")
             frame.locator(".reflow-explorer .readout").wait_for(state="visible")
@@ -324,5 +320,3 @@ def test_reflow_explorer_fits_a_notebook_column(sync_playwright, tmp_path, width
             assert canvas_w / canvas_h == pytest.approx(720 / 440, rel=0.01)
             assert bottom <= page.locator("iframe.reflow-explorer-frame").bounding_box()["height"]  # readout not cut
             page.locator("iframe.reflow-explorer-frame").screenshot(path=str(tmp_path / f"width_{width}.png"))
-        finally:
-            browser.close()
