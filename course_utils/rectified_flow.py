@@ -25,6 +25,10 @@ logit-normal (`flow_matching.sample_time`, `make_time_sampler`, `logit_normal_de
   `two_modes_field` is its exact 1-rectified field in closed form, `mode_index` / `fraction_crossing`
   count the pairs that go to the other mode, `check_no_crossing`, `check_rewired` (end points reach
   the target without crossing) and `check_straightened` (S after / S before under a bar).
+- Reflow against minibatch OT-CFM (notebook 09 §4): `coupled_pairs` re-pairs each minibatch by
+  `flow_matching.ot_coupling`, `minibatch_ot_cost` the transport cost of that pairing per batch size,
+  `check_straighter` (S of a field under a bar times a reference's).
+- Where the time weights matter (§6): `loss_per_time` (the loss at fixed times) and `check_lower_loss`.
 
 Notation: Liu et al. write X0, X1 for the coupling and Z_t for the flow; SD3 (Esser et al.
 2024) runs time the other way, z_t = (1 − t) x + t ε, so their t is our 1 − t.
@@ -43,6 +47,7 @@ from .flow_matching import (
     cfm_loss,
     check_pair,
     make_time_sampler,
+    ot_coupling,
     sample_ode,
     straightness_integral,
 )
@@ -244,3 +249,69 @@ def check_rewired(x0: torch.Tensor, z1: torch.Tensor, target: torch.Tensor, *, a
         raise AssertionError(f"the end points lie {dist:.3f} from the target on average (bar {distance}): "
                              f"the flow does not reach the target modes.")
     return check_no_crossing(x0, z1, bar=across), dist
+
+
+# reflow against minibatch OT-CFM (notebook 09 §4) ------------------------------------------
+def coupled_pairs(next_pair, coupling=None):
+    """`next_pair(step) -> (x0, x1)` with every minibatch re-paired by `coupling(x0, x1) -> (x0, x1)`,
+    by default `flow_matching.ot_coupling`: `fit_rectified_flow` on these pairs is minibatch OT-CFM
+    (Tong et al. 2023), the exact OT pairing of each batch for the cost ‖x1 − x0‖². With
+    `flow_matching.independent_coupling` the pairs stay as drawn (plain rectified flow)."""
+    coupling = ot_coupling if coupling is None else coupling
+
+    def pairs(step):
+        return coupling(*next_pair(step))
+
+    return pairs
+
+
+@torch.no_grad()
+def minibatch_ot_cost(x0: torch.Tensor, x1: torch.Tensor, batch_size: int) -> float:
+    """E ‖x1 − x0‖² after splitting the point sets `x0`, `x1` (N, D) into consecutive batches of
+    `batch_size` and pairing each batch by exact OT (`flow_matching.ot_coupling`). `batch_size = 1`
+    keeps the pairs as given (the independent coupling for independent draws); `batch_size = N` is the
+    exact OT between the two empirical sets. A larger batch can only find cheaper pairs on average."""
+    check_pair(x0, x1)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    total = 0.0
+    for a, b in zip(x0.split(batch_size), x1.split(batch_size)):
+        a, b = ot_coupling(a, b) if batch_size > 1 else (a, b)
+        total += (b - a).flatten(1).pow(2).sum(1).sum().item()
+    return total / x0.shape[0]
+
+
+def check_straighter(s_reference: float, s_new: float, *, bar: float, name: str = "the new flow") -> float:
+    """Assert S(new) ≤ `bar` · S(reference), e.g. a minibatch-OT or reflowed field against the 1-rectified
+    flow trained with independent pairs; returns the ratio S(new) / S(reference)."""
+    ratio = s_new / s_reference
+    if not ratio <= bar:
+        raise AssertionError(f"{name} has straightness {s_new:.4f} against {s_reference:.4f}, ratio {ratio:.3f} > "
+                             f"bar {bar}: it is not straighter than the reference.")
+    return ratio
+
+
+# where the time weights matter (notebook 09 §6) -------------------------------------------
+@torch.no_grad()
+def loss_per_time(model, x0: torch.Tensor, x1: torch.Tensor, times) -> torch.Tensor:
+    """The rectified-flow loss E ‖v(x_t, t) − (x1 − x0)‖² at each fixed time of `times`, on the pairs
+    (x0, x1): a tensor of len(times). Compare fields on the same pairs: most of each value is the
+    irreducible variance of x1 − x0 given x_t, which cancels in a difference."""
+    check_pair(x0, x1)
+    ones = x0.new_ones(x0.shape[0])
+    return torch.tensor([cfm_loss(model, OTPath(), x0, x1, float(t) * ones).item() for t in times])
+
+
+def check_lower_loss(loss_reference: torch.Tensor, loss_new: torch.Tensor, times, *, band: tuple[float, float],
+                     margin: float) -> float:
+    """Assert that, averaged over the `times` inside `band`, `loss_new` is below `loss_reference` by at
+    least `margin` (two `loss_per_time` profiles on the same pairs); returns that mean difference."""
+    times = torch.as_tensor(times)
+    inside = (times >= band[0]) & (times <= band[1])
+    if not bool(inside.any()):
+        raise ValueError(f"no time of {times.tolist()} lies in the band {band}.")
+    gain = (loss_reference[inside] - loss_new[inside]).mean().item()
+    if not gain >= margin:
+        raise AssertionError(f"for t in {band} the loss is lower by {gain:.4f} on average, less than the margin "
+                             f"{margin}: the new field is not learned better there.")
+    return gain

@@ -421,3 +421,121 @@ def test_check_rewired_passes_the_exact_flow_and_fails_the_negative_controls():
         rf.check_rewired(x0, swapped, x1, across=0.05, distance=0.5)
     # the exact field is curved: reflow has something to straighten
     assert rf.straightness(exact, x0[:500]).value > 1.0
+
+
+# reflow against minibatch OT-CFM ---------------------------------------------------------
+def test_minibatch_ot_cost_two_ways_and_its_batch_size_dependence():
+    g = torch.Generator().manual_seed(11)
+    n = 1000
+    x0 = torch.randn(n, D, generator=g, dtype=torch.float64)
+    x1 = MU + SIGMA * torch.randn(n, D, generator=g, dtype=torch.float64)
+    # batch size 1 keeps the pairs as drawn: the independent cost |μ|² + D (1 + σ²)
+    torch.testing.assert_close(rf.minibatch_ot_cost(x0, x1, 1), (x1 - x0).pow(2).sum(1).mean().item())
+    assert abs(rf.minibatch_ot_cost(x0, x1, 1) - (MU.pow(2).sum().item() + D * (1 + SIGMA**2))) < 0.3
+    # the full batch is the exact OT between the point sets. If the data are the image of the noise under the
+    # map x ↦ μ + σ x (σ > 0, the gradient of a convex function, hence optimal), shuffled, OT must undo the
+    # shuffle: its cost is E ||μ + (σ − 1) x0||², close to |μ|² + D (σ − 1)²
+    image = (MU + SIGMA * x0)[torch.randperm(n, generator=g)]
+    full = rf.minibatch_ot_cost(x0, image, n)
+    torch.testing.assert_close(full, (MU + (SIGMA - 1) * x0).pow(2).sum(1).mean().item())
+    assert abs(full - (MU.pow(2).sum().item() + D * (SIGMA - 1) ** 2)) < 0.1
+    assert rf.minibatch_ot_cost(x0, image, 1) > 1.5 * full  # the shuffled pairs are far from optimal
+    costs = [rf.minibatch_ot_cost(x0, x1, b) for b in (1, 4, 16, 64, 250, n)]
+    assert all(a > b for a, b in zip(costs, costs[1:])), costs  # larger batches find cheaper pairs
+    # in 1D the exact OT pairing is monotone: sorted against sorted
+    y0, y1 = x0[:, :1], x1[:, :1]
+    sorted_cost = (y1.sort(0).values - y0.sort(0).values).pow(2).mean().item()
+    torch.testing.assert_close(rf.minibatch_ot_cost(y0, y1, n), sorted_cost)
+    with pytest.raises(ValueError, match="batch_size"):
+        rf.minibatch_ot_cost(x0, x1, 0)
+
+
+def test_coupled_pairs_is_the_batch_ot_pairing():
+    g = torch.Generator().manual_seed(12)
+    draw = lambda step: (torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g) + 3.0)  # noqa: E731
+    x0, x1 = rf.coupled_pairs(draw)(0)
+    assert x0.shape == x1.shape == (64, 2)
+    # re-pairing the OT pairs by OT changes nothing, and any swap of two partners costs more
+    y0, y1 = fm.ot_coupling(x0, x1)
+    torch.testing.assert_close(y1, x1)
+    swapped = x1.clone()
+    swapped[[0, 1]] = x1[[1, 0]]
+    assert (swapped - x0).pow(2).sum() >= (x1 - x0).pow(2).sum()
+    # with the identity pairing the pairs stay as drawn
+    g.manual_seed(12)
+    a0, a1 = draw(0)
+    g.manual_seed(12)
+    b0, b1 = rf.coupled_pairs(draw, fm.independent_coupling)(0)
+    torch.testing.assert_close((a0, a1), (b0, b1))
+
+
+def test_minibatch_ot_field_is_straighter_and_the_identity_pairing_is_not():
+    from course_utils import data
+
+    def pairs(step):
+        return torch.randn(128, 2), data.moons(128)
+
+    def trained(next_pair):
+        torch.manual_seed(0)
+        net = TimeMLP(2, 32, 2)
+        rf.fit_rectified_flow(net, next_pair, train.TrainConfig(steps=300, lr=3e-3, desc=None))
+        return rf.straightness(net, x_test, steps=16).value
+
+    x_test = torch.randn(500, 2, generator=torch.Generator().manual_seed(13))
+    s_independent = trained(pairs)
+    s_ot = trained(rf.coupled_pairs(pairs))
+    assert rf.check_straighter(s_independent, s_ot, bar=0.3, name="OT-CFM") < 0.3
+    # negative control: the same training with fm.ot_coupling replaced by the identity pairing
+    s_identity = trained(rf.coupled_pairs(pairs, fm.independent_coupling))
+    with pytest.raises(AssertionError, match="not straighter"):
+        rf.check_straighter(s_independent, s_identity, bar=0.3, name="identity pairing")
+
+
+# where the time weights matter -----------------------------------------------------------
+def test_loss_per_time_is_the_closed_form_and_check_lower_loss_sees_a_worse_middle(x0):
+    g = torch.Generator().manual_seed(14)
+    x1 = MU + SIGMA * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    times = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    exact = rf.loss_per_time(v_star, x0, x1, times)
+    c = times * SIGMA**2 - (1 - times)
+    closed = D * (SIGMA**2 + 1 - c**2 / r_t(times) ** 2)
+    torch.testing.assert_close(exact, closed.float(), rtol=0.05, atol=0.0)
+
+    def bumped(x, t):  # the exact field, off by a constant velocity in the middle of the path
+        return v_star(x, t) + 0.5 * ((t > 0.35) & (t < 0.75)).to(x)[:, None]
+
+    worse = rf.loss_per_time(bumped, x0, x1, times)
+    gain = rf.check_lower_loss(worse, exact, times, band=(0.4, 0.7), margin=0.1)
+    assert abs(gain - D * 0.25) < 0.05  # a constant offset δ adds exactly |δ|² = D · 0.5²
+    # negative controls: the same field against itself, and a band where the two fields agree
+    with pytest.raises(AssertionError, match="not learned better"):
+        rf.check_lower_loss(exact, exact, times, band=(0.4, 0.7), margin=0.01)
+    with pytest.raises(AssertionError, match="not learned better"):
+        rf.check_lower_loss(worse, exact, times, band=(0.8, 0.95), margin=0.01)
+    with pytest.raises(ValueError, match="band"):
+        rf.check_lower_loss(worse, exact, times, band=(0.96, 0.99), margin=0.01)
+
+
+def test_logit_normal_times_learn_the_middle_better_at_a_small_budget_but_not_the_end():
+    from course_utils import config, data
+
+    gen = torch.Generator().manual_seed(99)
+    x0_val, x1_val = torch.randn(4000, 2, generator=gen), data.moons(4000, generator=gen)
+    t_val = torch.linspace(0.01, 0.99, 25)
+
+    def pairs(step):
+        return torch.randn(256, 2), data.moons(256)
+
+    loss = {}
+    for sampling in ("uniform", "logit_normal"):
+        config.seed_everything(1)
+        net = TimeMLP(2, 64, 3)
+        rf.fit_rectified_flow(net, pairs, train.TrainConfig(steps=200, lr=3e-3, desc=None), sampling=sampling)
+        loss[sampling] = rf.loss_per_time(net, x0_val, x1_val, t_val)
+    rf.check_lower_loss(loss["uniform"], loss["logit_normal"], t_val, band=(0.4, 0.7), margin=0.02)
+    # negative controls: near t = 1, where logit-normal draws few times, the same check fails; so does the
+    # uniform field against itself
+    with pytest.raises(AssertionError, match="not learned better"):
+        rf.check_lower_loss(loss["uniform"], loss["logit_normal"], t_val, band=(0.9, 1.0), margin=0.02)
+    with pytest.raises(AssertionError, match="not learned better"):
+        rf.check_lower_loss(loss["uniform"], loss["uniform"], t_val, band=(0.4, 0.7), margin=0.02)
