@@ -27,7 +27,8 @@ logit-normal (`flow_matching.sample_time`, `make_time_sampler`, `logit_normal_de
   the target without crossing) and `check_straightened` (S after / S before under a bar).
 - Reflow against minibatch OT-CFM (notebook 09 §4): `coupled_pairs` re-pairs each minibatch by
   `flow_matching.ot_coupling`, `minibatch_ot_cost` the transport cost of that pairing per batch size,
-  `check_straighter` (S of a field under a bar times a reference's).
+  `check_straighter` (S of a field under a bar times a reference's and, optionally, its one step reaching the
+  data).
 - Where the time weights matter (§6): `loss_per_time` (the loss at fixed times) and `check_lower_loss`.
 
 Notation: Liu et al. write X0, X1 for the coupling and Z_t for the flow; SD3 (Esser et al.
@@ -281,13 +282,24 @@ def minibatch_ot_cost(x0: torch.Tensor, x1: torch.Tensor, batch_size: int) -> fl
     return total / x0.shape[0]
 
 
-def check_straighter(s_reference: float, s_new: float, *, bar: float, name: str = "the new flow") -> float:
+def check_straighter(s_reference: float, s_new: float, *, bar: float, name: str = "the new flow",
+                     w2_one_step: float | None = None, w2_bar: float | None = None) -> float:
     """Assert S(new) ≤ `bar` · S(reference), e.g. a minibatch-OT or reflowed field against the 1-rectified
-    flow trained with independent pairs; returns the ratio S(new) / S(reference)."""
+    flow trained with independent pairs; returns the ratio S(new) / S(reference).
+
+    Straightness alone is cheap: an untrained network, nearly linear and small, has S close to 0 and its
+    one step stays on the noise. Given `w2_one_step` (W2 from one Euler step of the new field to the data)
+    and `w2_bar`, the check also asserts w2_one_step < w2_bar: straight *and* reaching the data."""
     ratio = s_new / s_reference
     if not ratio <= bar:
         raise AssertionError(f"{name} has straightness {s_new:.4f} against {s_reference:.4f}, ratio {ratio:.3f} > "
                              f"bar {bar}: it is not straighter than the reference.")
+    if (w2_one_step is None) != (w2_bar is None):
+        raise ValueError("give both w2_one_step and w2_bar, or neither.")
+    if w2_one_step is not None and not w2_one_step < w2_bar:
+        raise AssertionError(f"{name} is straight (ratio {ratio:.3f}), but one Euler step lands at W2 {w2_one_step:.3f} "
+                             f"from the data (bar {w2_bar}): a straight field that does not reach the data, as an "
+                             f"untrained one.")
     return ratio
 
 

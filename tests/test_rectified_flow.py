@@ -539,3 +539,88 @@ def test_logit_normal_times_learn_the_middle_better_at_a_small_budget_but_not_th
         rf.check_lower_loss(loss["uniform"], loss["logit_normal"], t_val, band=(0.9, 1.0), margin=0.02)
     with pytest.raises(AssertionError, match="not learned better"):
         rf.check_lower_loss(loss["uniform"], loss["uniform"], t_val, band=(0.4, 0.7), margin=0.02)
+
+
+# straight is not optimal, straight is not enough, and a batch pays for its sample ----------------
+def test_a_straight_coupling_need_not_be_optimal():
+    # x1 = R x0 with R the rotation by 90°: x_t = M_t x0 with M_t = (1 − t) I + t R, det M_t = (1 − t)² + t² > 0,
+    # so no two particles are ever at one place at one time, and v(x, t) = (R − I) M_t⁻¹ x reproduces every line
+    x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    rot = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
+    x1 = x0 @ rot.T
+
+    def field(x, t):
+        m_t = (1 - t)[:, None, None] * torch.eye(2, dtype=x.dtype) + t[:, None, None] * rot
+        return torch.linalg.solve(m_t, x[..., None])[..., 0] @ (rot - torch.eye(2, dtype=x.dtype)).T
+
+    # the loss of that field is 0 at every time (nothing to average), and its flow is straight and ends on R x0
+    assert rf.loss_per_time(field, x0, x1, torch.linspace(0.0, 1.0, 11)).abs().max() < 1e-10
+    st = rf.straightness(field, x0, steps=32)
+    assert st.value < 1e-8
+    torch.testing.assert_close(st.trajectory[-1], x1, atol=1e-6, rtol=0)
+    # a fixed point of rectification, yet far from optimal: cost E||R x0 − x0||² = tr((R − I)ᵀ(R − I)) = 4, while
+    # both marginals are N(0, I), whose OT plan is the identity (cost 0); exact OT between the two point sets is
+    # cheap (only the finite sample keeps it above 0)
+    cost = (x1 - x0).pow(2).sum(1).mean().item()
+    assert abs(cost - 4.0) < 0.3
+    assert rf.minibatch_ot_cost(x0[:1000], x1[:1000], 1000) < 0.1 * cost
+
+
+def test_a_finite_batch_pays_for_its_own_sample_and_a_matched_copy_does_not():
+    g = torch.Generator().manual_seed(22)
+    n = 512
+    # two draws of one distribution (OT cost 0): every batch pays, less on average as the batch grows
+    paid = {b: sum(rf.minibatch_ot_cost(torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g), b)
+                   for _ in range(4)) / 4 for b in (8, 64, n)}
+    assert paid[8] > paid[64] > paid[n] > 0.02, paid
+    # negative control: the same points, shuffled, match exactly, at every batch size that holds them all
+    x = torch.randn(n, 2, generator=g)
+    assert rf.minibatch_ot_cost(x, x[torch.randperm(n, generator=g)], n) < 1e-10
+
+
+def test_check_straighter_needs_the_data_reached_an_untrained_field_is_straight_but_misses():
+    from course_utils import data, metrics
+
+    gen = torch.Generator().manual_seed(23)
+    x_test, x_data = torch.randn(1000, 2, generator=gen), data.moons(1000, generator=gen)
+    torch.manual_seed(0)
+    trained = TimeMLP(2, 32, 2)
+    rf.fit_rectified_flow(trained, lambda step: (torch.randn(128, 2), data.moons(128)),
+                          train.TrainConfig(steps=300, lr=3e-3, desc=None))
+    s_ref = rf.straightness(trained, x_test[:500], steps=16).value
+    torch.manual_seed(1)
+    untrained = TimeMLP(2, 32, 2)
+    s_untrained = rf.straightness(untrained, x_test[:500], steps=16).value
+    w2_untrained = metrics.wasserstein2(rf.one_step(untrained, x_test), x_data)
+    # straightness alone passes the untrained field ...
+    assert rf.check_straighter(s_ref, s_untrained, bar=0.3, name="untrained") < 0.05
+    # ... its one step does not reach the moons, and the full check says so
+    with pytest.raises(AssertionError, match="does not reach the data"):
+        rf.check_straighter(s_ref, s_untrained, bar=0.3, name="untrained", w2_one_step=w2_untrained, w2_bar=0.35)
+    # the 1-rectified flow against itself is not straighter
+    with pytest.raises(AssertionError, match="not straighter"):
+        rf.check_straighter(s_ref, s_ref, bar=0.3, name="the 1-RF itself")
+    with pytest.raises(ValueError, match="both"):
+        rf.check_straighter(s_ref, s_untrained, bar=0.3, w2_one_step=0.1)
+
+
+def test_logit_normal_is_worse_near_the_end_at_a_small_budget_for_two_seeds():
+    # the notebook's small-budget cell, as it runs there: its own validation pairs, both seeds, both bands
+    from course_utils import config, data
+
+    gen = torch.Generator().manual_seed(99)
+    x0_val, x1_val = torch.randn(4000, 2, generator=gen), data.moons(4000, generator=gen)
+    t_val = torch.linspace(0.01, 0.99, 25)
+    for seed in (1, 2):
+        loss = {}
+        for sampling in ("uniform", "logit_normal"):
+            config.seed_everything(seed)
+            net = TimeMLP(2, 64, 3)
+            rf.fit_rectified_flow(net, lambda step: (torch.randn(256, 2), data.moons(256)),
+                                  train.TrainConfig(steps=200, lr=3e-3, desc=None), sampling=sampling)
+            loss[sampling] = rf.loss_per_time(net, x0_val, x1_val, t_val)
+        assert rf.check_lower_loss(loss["uniform"], loss["logit_normal"], t_val, band=(0.4, 0.7), margin=0.02) > 0.02
+        assert rf.check_lower_loss(loss["logit_normal"], loss["uniform"], t_val, band=(0.9, 1.0), margin=0.1) > 0.1
+        # negative control: the middle's gain is not there near the end, nor the end's loss in the middle
+        with pytest.raises(AssertionError, match="not learned better"):
+            rf.check_lower_loss(loss["logit_normal"], loss["uniform"], t_val, band=(0.4, 0.7), margin=0.0)
