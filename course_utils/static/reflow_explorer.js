@@ -212,19 +212,23 @@ function render({ model, el }) {
       ctx.globalAlpha = 1;
     }
 
+    // particle i's polyline through a (steps, n, 2) array stored flat
+    const strokePath = (arr, steps, i) => {
+      ctx.beginPath();
+      for (let j = 0; j < steps; j++) {
+        const a = (j * n + i) * 2;
+        if (j === 0) ctx.moveTo(sx(arr[a]), sy(arr[a + 1]));
+        else ctx.lineTo(sx(arr[a]), sy(arr[a + 1]));
+      }
+      ctx.stroke();
+    };
     if (r.paths && model.get("show_paths")) {
       const T = toy.t.length;
       ctx.lineWidth = 1.1;
       ctx.globalAlpha = 0.5;
       for (let i = 0; i < n; i++) {
         ctx.strokeStyle = GROUP[toy.groups[i]];
-        ctx.beginPath();
-        for (let j = 0; j < T; j++) {
-          const a = (j * n + i) * 2;
-          if (j === 0) ctx.moveTo(sx(r.paths[a]), sy(r.paths[a + 1]));
-          else ctx.lineTo(sx(r.paths[a]), sy(r.paths[a + 1]));
-        }
-        ctx.stroke();
+        strokePath(r.paths, T, i);
       }
       ctx.globalAlpha = 1;
     }
@@ -235,15 +239,7 @@ function render({ model, el }) {
       ctx.strokeStyle = "#000";
       ctx.lineWidth = 0.8;
       ctx.globalAlpha = 0.35;
-      for (let i = 0; i < n; i++) {
-        ctx.beginPath();
-        for (let j = 0; j < m; j++) {
-          const a = (j * n + i) * 2;
-          if (j === 0) ctx.moveTo(sx(euler.path[a]), sy(euler.path[a + 1]));
-          else ctx.lineTo(sx(euler.path[a]), sy(euler.path[a + 1]));
-        }
-        ctx.stroke();
-      }
+      for (let i = 0; i < n; i++) strokePath(euler.path, m, i);
       ctx.globalAlpha = 1;
       const landing = ((m - 1) * n) * 2;
       const end = ((toy.t.length - 1) * n) * 2;
