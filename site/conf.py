@@ -7,20 +7,15 @@ MathJax 2 is served from the site itself (a copy of the one `jupyter-server-math
 that the site builds and displays with no network.
 """
 
-import re
 import shutil
 from pathlib import Path
+
+from course_utils.cli._config import repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _repository() -> str:
-    """`[project.urls] Repository` of pyproject.toml (the address the notebooks' Colab links use)."""
-    m = re.search(r'^Repository\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
-    return m.group(1).rstrip("/") if m else ""
-
-
-REPOSITORY = _repository()
+REPOSITORY = repository_url()  # the address the notebooks' Colab links use
 BRANCH = "main"  # the branch the notebooks' Colab and Binder links name (tools/links.py)
 
 project = "From change of variables to a DiT on MNIST"

@@ -14,11 +14,12 @@ fork changes it in one place and runs this script again. Each notebook gets:
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import nbformat
+
+from course_utils.cli._config import repository_url
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -38,10 +39,10 @@ if importlib.util.find_spec("course_utils") is None and "google.colab" in sys.mo
 
 
 def repository() -> str:
-    m = re.search(r'^Repository\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    if m is None:
+    url = repository_url()
+    if not url:
         sys.exit("pyproject.toml has no `Repository = \"https://github.com/OWNER/NAME\"` under [project.urls].")
-    return m.group(1).rstrip("/")
+    return url
 
 
 def links_line(repo: str, name: str, branch: str = "main") -> str:

@@ -23,12 +23,20 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import types
 import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: data/, runs/, notebooks/
+
+
+def repository_url() -> str:
+    """`[project.urls] Repository` of pyproject.toml, without a trailing slash ("" when absent): the address
+    the notebooks' Colab/Binder links (tools/links.py) and the course website's source buttons use."""
+    m = re.search(r'^Repository\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
+    return m.group(1).rstrip("/") if m else ""
 
 
 def runs_dir() -> Path:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._config import ROOT, Parser
+from ._config import ROOT, Parser, repository_url
 
 MARKER = ".course-site"  # in every site this command builds: an --out it may replace
 STAGING = ROOT / "build"  # the staging folder is made under it, and removed afterwards
@@ -128,11 +128,10 @@ def stage(folder: Path, sources: list[Path], executed: Path) -> None:
     """The Sphinx source folder: index.md and the executed notebooks (their widget state dropped)."""
     import nbformat
 
-    repository = re.search(r'^Repository\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M)
     (folder / "notebooks").mkdir(parents=True)
     names = [p.stem for p in sources]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    (folder / "index.md").write_text(home_page(readme, names, repository.group(1) if repository else ""),
+    (folder / "index.md").write_text(home_page(readme, names, repository_url()),
                                      encoding="utf-8")
     for path in sources:
         nb = nbformat.read(executed / path.name, as_version=4)
