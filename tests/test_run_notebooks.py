@@ -89,3 +89,45 @@ def test_the_reason_is_the_last_line_that_says_something():
     text = "Traceback\n\x1b[31mValueError\x1b[0m: the W2 is too large\n-------------------\n\n"
     assert _reason(text) == "ValueError: the W2 is too large"
     assert _reason("-----\n") == ""
+
+
+def test_the_table_states_each_budget_and_flags_a_notebook_over_it():
+    from course_utils.cli.run_notebooks import Result, table
+
+    rows = [Result("a.ipynb", "2d", 80.0, (3, "train()", 60.0)), Result("b.ipynb", "2d", 95.0, (1, "x = 1", 90.0)),
+            Result("c.ipynb", "image", 30.0, None, failure="c.ipynb failed in code cell 2")]
+    fast = table(rows, "fast", "cpu").splitlines()
+    assert fast[0].startswith("machine: ") and "mode fast" in fast[0]
+    assert fast[2].split()[:5] == ["a.ipynb", "2d", "80.0", "90", "ok"] and "60.0 s in cell 3 `train()`" in fast[2]
+    assert fast[3].split()[:5] == ["b.ipynb", "2d", "95.0", "90", "OVER"]  # one second past 90 is over
+    assert fast[4].split()[4] == "FAILED"
+    full_cpu = table([Result("d.ipynb", "2d", 599.0, None), Result("e.ipynb", "image", 2000.0, None)], "full", "cpu")
+    assert full_cpu.splitlines()[2].split()[3:5] == ["600", "ok"]
+    assert full_cpu.splitlines()[3].split()[3:6] == ["-", "ok", "(no"]  # an image notebook on a CPU: no stated budget
+    assert "900 s" in full_cpu.splitlines()[-1]
+    full_gpu = table([Result("e.ipynb", "image", 901.0, None), Result("f.ipynb", "image", 899.0, None)], "full", "cuda")
+    assert [line.split()[4] for line in full_gpu.splitlines()[2:4]] == ["OVER", "ok"]
+
+
+def test_the_workload_is_read_from_the_setup_cell(tmp_path):
+    from course_utils.cli.run_notebooks import workload
+
+    image = nbformat.read(write(tmp_path / "i.ipynb", ["x = 1", "config.set_threads('image')  # threads"]), as_version=4)
+    two_d = nbformat.read(write(tmp_path / "t.ipynb", ['config.set_threads("2d")']), as_version=4)
+    none = nbformat.read(write(tmp_path / "n.ipynb", ["x = 1"]), as_version=4)
+    assert (workload(image), workload(two_d), workload(none)) == ("image", "2d", "2d")
+
+
+def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path):
+    bad = write(tmp_path / "a_bad.ipynb", ["raise ValueError('first')"])
+    bad2 = write(tmp_path / "b_bad.ipynb", ["raise ValueError('second')"])
+    ok = write(tmp_path / "c_ok.ipynb", ["x = 1"])
+    proc = run_notebooks(tmp_path, "--keep-going", bad, bad2, ok)
+    assert proc.returncode == 1
+    rows = {line.split()[0]: line.split()[4] for line in proc.stdout.splitlines() if line.split()[:1] != []
+            and line.split()[0].endswith(".ipynb")}
+    assert rows.get("a_bad.ipynb") == "FAILED" and rows.get("b_bad.ipynb") == "FAILED" and rows.get("c_ok.ipynb") == "ok"
+    lines = proc.stderr.rstrip().splitlines()
+    assert lines[-2].endswith("ValueError: first") and lines[-1].endswith("ValueError: second")
+    proc = run_notebooks(tmp_path, bad, ok)  # without it: stops at the first failure
+    assert "c_ok.ipynb" not in proc.stdout
