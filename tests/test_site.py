@@ -2,7 +2,10 @@
 
 The fast tests check the command's refusals, the home page it makes from the README and which
 executed copies it reuses. The browser tests (marker `browser`) build the site once for this
-module into a temporary folder (every notebook run in fast mode, then Sphinx), serve it on
+module into a temporary folder (notebooks 00, 01 and 09 run in fast mode by `run-notebooks`, then
+`site --no-run`, which shows the others without outputs: the notebooks' own runs are
+tests/test_notebooks.py's, under nbval, and running them all again here would cost six minutes),
+serve it on
 127.0.0.1, abort every request to another origin, and check each page: no console errors, its
 figures loaded, its internal links resolve, its math rendered, and the reflow explorer of
 notebook 09 redraws when its round slider moves. Each check is a function below, and a
@@ -11,7 +14,8 @@ broken link, a script from the network). Skipped, with the reason, without Chrom
 Playwright or the `site` extra (pip install -e ".[site]").
 
 To reuse executed notebooks while working on the site, point COURSE_SITE_EXECUTED at a folder
-of them (e.g. build/executed): it is copied, and only notebooks newer than their copy run.
+of them (e.g. build/executed): it is copied, and only those three notebooks run again where a copy
+is older than its notebook; every complete copy in it is used.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 120_000
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+RUN = ("00", "01", "09")  # the notebooks the browser tests see with their outputs (01: math and figures; 09: the explorer)
 
 
 # -- the command's refusals: one line, exit status 2, no traceback
@@ -102,6 +107,10 @@ def test_home_page_links_every_notebook_of_the_readme_map():
         assert f"\nnotebooks/{name}\n" in page  # the sidebar's toctree, in course order
     order = [page.index(f"\nnotebooks/{name}\n") for name in names]
     assert order == sorted(order)
+    assert "preview" not in page.lower()
+    preview = site_cli.home_page((ROOT / "README.md").read_text(encoding="utf-8"), names, "", names[2:4])
+    assert f"**A preview:** these pages show their notebooks without outputs, not yet run: `{names[2]}`, `{names[3]}`." \
+        in preview
     # negative control: a README without a map is one clear error
     with pytest.raises(ValueError, match="no course map"):
         site_cli.course_map("# Title\n\nNo table here.\n\n## Next\n")
@@ -164,7 +173,7 @@ def _needs():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """(site folder, executed folder): the site built once, every notebook run in fast mode."""
+    """(site folder, executed folder): the site built once; the notebooks RUN with their outputs, the rest without."""
     reason = _needs()
     if reason:
         pytest.skip(reason)
@@ -173,8 +182,15 @@ def built(tmp_path_factory):
     if os.environ.get("COURSE_SITE_EXECUTED"):
         shutil.copytree(os.environ["COURSE_SITE_EXECUTED"], executed)  # copy2: keeps the copies' times
     start = time.perf_counter()
+    stale = [p for p in NOTEBOOKS if p.stem[:2] in RUN and not site_cli.fresh(executed / p.name, p)]
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # Agg would leave the figures out
+    if stale:
+        proc = subprocess.run([sys.executable, "-m", "course_utils", "run-notebooks", "--mode", "fast",
+                               "--out", str(executed), *map(str, stale)], capture_output=True, text=True,
+                              timeout=1800, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     proc = subprocess.run([sys.executable, "-m", "course_utils", "site", "--out", str(tmp / "site"),
-                           "--executed", str(executed)], capture_output=True, text=True, timeout=3600)
+                           "--executed", str(executed), "--no-run"], capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     print(proc.stdout.strip().splitlines()[-2:], f"({time.perf_counter() - start:.0f} s in all)")
     assert "WARNING" not in proc.stdout, proc.stdout  # Sphinx's warnings are printed after the summary
@@ -325,19 +341,27 @@ def test_every_page_loads_offline_with_its_figures_links_and_math(built, server,
             problems += [f"broken link: {h}" for h in broken_links(page, server, site)]
             if "/notebooks/" in url:
                 name = url.rsplit("/", 1)[1].replace(".html", ".ipynb")
-                want = site_cli.image_outputs(nbformat.read(executed / name, as_version=4))
-                if want == 0:  # every notebook of the course draws figures: none means a backend without them
-                    problems.append("the executed notebook has no image outputs")
                 have = page.locator("article .cell_output img").count()
+                if name[:2] in RUN:
+                    want = site_cli.image_outputs(nbformat.read(executed / name, as_version=4))
+                    if want == 0:  # every notebook of the course draws figures: none means a backend without them
+                        problems.append("the executed notebook has no image outputs")
+                    if have < want:
+                        problems.append(f"{have} figures on the page, {want} image outputs in the executed notebook")
+                else:  # shown as it is in the course (--no-run): no outputs, and the home page says so
+                    want = 0
+                    if page.locator("article .cell_output").count():
+                        problems.append("a notebook that was not run shows outputs")
                 report[name] = (have, want, n_math)
-                if have < want:
-                    problems.append(f"{have} figures on the page, {want} image outputs in the executed notebook")
             problems += [f"console error: {e}" for e in visit.errors[before:]]
             if url.endswith("/index.html") and url.count("/") == 3:
                 page.screenshot(path=str(tmp_path / "home.png"))
                 assert page.locator("article a[href*='notebooks/']").count() >= len(NOTEBOOKS)
                 sidebar = page.locator(".bd-sidebar-primary a[href*='notebooks/']").all_inner_texts()
                 assert len(sidebar) == len(NOTEBOOKS), sidebar  # in course order: checked on the home page's map
+                text = page.locator("article").inner_text()
+                line = next((ln for ln in text.splitlines() if ln.startswith("A preview")), "")
+                assert sorted(re.findall(r"\b\d\d[ab]?_\w+", line)) == [p.stem for p in NOTEBOOKS if p.stem[:2] not in RUN]
             assert not problems, (url, problems)
         page = visit.open(f"{server}/notebooks/{NOTEBOOKS[1].stem}.html")
         wait_for_math(page)

@@ -1,9 +1,11 @@
 """The course as a static website: every notebook as a page, with its figures and printed numbers.
 
-    python -m course_utils site [--out build/site] [--executed build/executed] [--rerun] [--force]
+    python -m course_utils site [--out build/site] [--executed build/executed] [--rerun | --no-run] [--force]
 
 Runs every notebook in fast mode with `run-notebooks` (reusing an executed copy in `--executed`
-that is newer than its notebook and ran to the end in fast mode; `--rerun` runs them all), then
+that is newer than its notebook and ran to the end in fast mode; `--rerun` runs them all;
+`--no-run` runs none, for a quick preview of the text: a notebook without such a copy appears
+without outputs, and the home page names it), then
 builds the site with Sphinx, MyST-NB and sphinx-book-theme from a staging folder under build/
 (the configuration is `site/conf.py`): the README's course map as the home page, the notebooks
 in course order in the sidebar, math by a MathJax served from the site itself. Nothing is run
@@ -102,8 +104,9 @@ def course_map(readme: str) -> tuple[str, str]:
     return m.group(1).strip(), m.group(2).strip()
 
 
-def home_page(readme: str, names: list[str], repository: str = "") -> str:
-    """The MyST markdown of the site's index page, with the toctree of the notebooks `names` (stems)."""
+def home_page(readme: str, names: list[str], repository: str = "", unrun: list[str] = ()) -> str:
+    """The MyST markdown of the site's index page, with the toctree of the notebooks `names` (stems);
+    `unrun`: the notebooks shown without outputs (a `--no-run` preview)."""
     title, text = course_map(readme)
     known = set(names)
 
@@ -119,22 +122,25 @@ def home_page(readme: str, names: list[str], repository: str = "") -> str:
         "Each page is a notebook as it ran in fast mode (`COURSE_MODE=fast`: small models, short "
         "training), with its figures and printed numbers. The buttons at the top of a page download the "
         f"notebook or open it in the repository; to run it yourself, follow the README{where}.",
+        *(["", "**A preview:** these pages show their notebooks without outputs, not yet run: "
+           + ", ".join(f"`{name}`" for name in unrun) + "."] if unrun else []),
         "", "```{toctree}", ":hidden:", ":caption: Notebooks", ":maxdepth: 1", "",
         *[f"notebooks/{name}" for name in names], "```", "",
     ])
 
 
-def stage(folder: Path, sources: list[Path], executed: Path) -> None:
-    """The Sphinx source folder: index.md and the executed notebooks (their widget state dropped)."""
+def stage(folder: Path, sources: list[Path], executed: Path, unrun: list[Path] = ()) -> None:
+    """The Sphinx source folder: index.md and the executed notebooks (their widget state dropped);
+    the notebooks `unrun` as they are in the course, without outputs."""
     import nbformat
 
     (folder / "notebooks").mkdir(parents=True)
     names = [p.stem for p in sources]
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    (folder / "index.md").write_text(home_page(readme, names, repository_url()),
+    (folder / "index.md").write_text(home_page(readme, names, repository_url(), [p.stem for p in unrun]),
                                      encoding="utf-8")
     for path in sources:
-        nb = nbformat.read(executed / path.name, as_version=4)
+        nb = nbformat.read(path if path in unrun else executed / path.name, as_version=4)
         nb.metadata.pop("widgets", None)  # no widget manager on a static page
         nbformat.write(nb, folder / "notebooks" / path.name)
 
@@ -162,7 +168,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "build" / "site"), help="folder for the site (default: build/site)")
     parser.add_argument("--executed", default=str(ROOT / "build" / "executed"),
                         help="folder of executed notebooks to reuse and to write (default: build/executed)")
-    parser.add_argument("--rerun", action="store_true", help="run every notebook again, reusing no executed copy")
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--rerun", action="store_true", help="run every notebook again, reusing no executed copy")
+    runs.add_argument("--no-run", action="store_true",
+                      help="run no notebook: one without a fresh executed copy appears without outputs (a preview)")
     parser.add_argument("--force", action="store_true", help="replace an existing --out that is not a site built here")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default: 1800)")
     args = parser.parse_args(argv)
@@ -177,7 +186,11 @@ def main(argv=None) -> int:
 
     # 1. the executed notebooks, in fast mode
     stale = [p for p in sources if args.rerun or not fresh(executed / p.name, p)]
-    if stale:
+    unrun = stale if args.no_run else []
+    if unrun:
+        print(f"--no-run: {len(unrun)} of {len(sources)} notebooks appear without outputs (no complete fast-mode "
+              "copy newer than the notebook in " + f"{executed}): " + ", ".join(p.stem.split("_")[0] for p in unrun))
+    elif stale:
         print(f"running {len(stale)} of {len(sources)} notebooks in fast mode into {executed} "
               f"({'--rerun' if args.rerun else 'no complete fast-mode copy newer than the notebook'}): "
               + ", ".join(p.stem.split("_")[0] for p in stale), flush=True)
@@ -199,7 +212,7 @@ def main(argv=None) -> int:
     STAGING.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="site-staging-", dir=STAGING))
     try:
-        stage(staging / "src", sources, executed)
+        stage(staging / "src", sources, executed, unrun)
         seconds, warnings = build(staging, staging / "html")
         (staging / "html" / MARKER).write_text("built by `python -m course_utils site`; it replaces this folder\n")
         if out.exists():
