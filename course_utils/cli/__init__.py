@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from ._config import runs_dir  # noqa: F401  (runs/: where resumable runs and full-mode retraining go)
+
 COMMANDS = {
     "train-classifier": ("train_classifier", "main", "train (or resume) the MNIST classifier that judges generated digits"),
     "evaluate-classifier": ("train_classifier", "evaluate", "test accuracy of a classifier checkpoint (default: the shipped one)"),
