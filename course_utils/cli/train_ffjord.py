@@ -19,7 +19,7 @@ EMA weights, resumable checkpoints. Batch `step` (points and probe) is drawn fro
 seeded by (seed, step), so a resumed run takes exactly the steps of an unbroken one.
 
 The shipped file is the second command with the defaults: 3000 steps, about 0.5 s each on one
-thread of a busy CPU (25 minutes).
+thread of a busy 2-core CPU (about 25 minutes).
 """
 
 from __future__ import annotations
@@ -110,8 +110,7 @@ def train_ffjord(cfg: FFJORDTrainConfig | str | Path | None = None, **overrides)
     """Train (or resume) FFJORD as `cfg` says; return `train.fit`'s result.
 
     `cfg` may also be a checkpoint path (then nothing is exported), and keyword arguments
-    override its fields: `train_ffjord(path, steps=2, hidden=16)`; notebook 03's full mode trains
-    this way into data/ffjord_checkerboard_full.pt (ignored by git; run again, it resumes).
+    override its fields: `train_ffjord(path, steps=2, hidden=16)` (run again, it resumes).
     `checkpoint=""` trains in memory alone.
     """
     cfg = config_from(FFJORDTrainConfig, cfg, overrides)
