@@ -99,8 +99,10 @@ def test_the_table_states_each_budget_and_flags_a_notebook_over_it():
     fast = table(rows, "fast", "cpu").splitlines()
     assert fast[0].startswith("machine: ") and "mode fast" in fast[0]
     assert fast[2].split()[:5] == ["a.ipynb", "2d", "80.0", "90", "ok"] and "60.0 s in cell 3 `train()`" in fast[2]
-    assert fast[3].split()[:5] == ["b.ipynb", "2d", "95.0", "90", "OVER"]  # one second past 90 is over
+    assert fast[3].split()[:5] == ["b.ipynb", "2d", "95.0", "90", "OVER"]
     assert fast[4].split()[4] == "FAILED"
+    edge = table([Result("g.ipynb", "2d", 90.0, None), Result("h.ipynb", "2d", 90.1, None)], "fast", "cpu")
+    assert [line.split()[4] for line in edge.splitlines()[2:4]] == ["ok", "OVER"]  # the budget itself is within it
     full_cpu = table([Result("d.ipynb", "2d", 599.0, None), Result("e.ipynb", "image", 2000.0, None)], "full", "cpu")
     assert full_cpu.splitlines()[2].split()[3:5] == ["600", "ok"]
     assert full_cpu.splitlines()[3].split()[3:6] == ["-", "ok", "(no"]  # an image notebook on a CPU: no stated budget
@@ -115,7 +117,11 @@ def test_the_workload_is_read_from_the_setup_cell(tmp_path):
     image = nbformat.read(write(tmp_path / "i.ipynb", ["x = 1", "config.set_threads('image')  # threads"]), as_version=4)
     two_d = nbformat.read(write(tmp_path / "t.ipynb", ['config.set_threads("2d")']), as_version=4)
     none = nbformat.read(write(tmp_path / "n.ipynb", ["x = 1"]), as_version=4)
-    assert (workload(image), workload(two_d), workload(none)) == ("image", "2d", "2d")
+    keyword = nbformat.read(write(tmp_path / "k.ipynb", ['config.set_threads(workload="Image")']), as_version=4)
+    comment = nbformat.read(write(tmp_path / "c.ipynb", ["x = 1  # config.set_threads('image')"]), as_version=4)
+    unknown = nbformat.read(write(tmp_path / "u.ipynb", ["config.set_threads('images')"]), as_version=4)
+    assert [workload(nb) for nb in (image, two_d, none, keyword, comment, unknown)] == [
+        "image", "2d", "2d", "image", "2d", "2d"]
 
 
 def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path):
@@ -130,4 +136,27 @@ def test_keep_going_runs_the_rest_and_reports_every_failure(tmp_path):
     lines = proc.stderr.rstrip().splitlines()
     assert lines[-2].endswith("ValueError: first") and lines[-1].endswith("ValueError: second")
     proc = run_notebooks(tmp_path, bad, ok)  # without it: stops at the first failure
+    assert proc.returncode == 1 and "a_bad.ipynb" in proc.stdout and "FAILED" in proc.stdout
     assert "c_ok.ipynb" not in proc.stdout
+
+
+def test_the_slowest_cell_counts_a_cell_that_timed_out(tmp_path):
+    slow = write(tmp_path / "slow.ipynb", ["import time\ntime.sleep(0.2)", "import time\ntime.sleep(30)"])
+    proc = run_notebooks(tmp_path, "--timeout", "3", slow)
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("slow.ipynb"))
+    assert "FAILED" in row and "in cell 2 `import time`" in row and float(row.split(" s in cell")[0].split()[-1]) >= 2.9
+
+
+def test_bad_arguments_are_one_line(tmp_path):
+    ok = write(tmp_path / "ok.ipynb", ["x = 1"])
+    (tmp_path / "a_file").write_text("")
+    proc = run_notebooks(tmp_path, "--out", tmp_path / "a_file", ok)  # the last --out wins
+    assert proc.returncode == 2 and "--out" in proc.stderr and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    env = {**__import__("os").environ, "COURSE_MODE": "bogus"}
+    proc = subprocess.run([sys.executable, "-m", "course_utils", "run-notebooks", "--out", str(tmp_path / "o"), str(ok)],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 2 and "COURSE_MODE='bogus' is not a mode" in proc.stderr
+    not_json = tmp_path / "broken.ipynb"
+    not_json.write_text("{not json")
+    proc = run_notebooks(tmp_path, not_json)
+    assert proc.returncode == 2 and f"{not_json} is not a notebook" in proc.stderr and "Traceback" not in proc.stderr

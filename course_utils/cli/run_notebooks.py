@@ -8,7 +8,7 @@ records the mode and whether it ran to the end, which `site` reads), and prints 
 machine, then per notebook its workload (2D models or images), seconds, the course's budget for
 it, status and slowest cell. Budgets: fast mode 90 s per notebook; full mode 10 minutes for a
 2D notebook on 2 CPU cores and 15 minutes for an image notebook on one GPU (none is stated for
-an image notebook's full run on a CPU). Stops at the first failing notebook (or, with
+other pairings: an image notebook on a CPU or MPS, a 2D notebook on a GPU). Stops at the first failing notebook (or, with
 `--keep-going`, runs the rest) with one line naming the notebook, the code cell (its number and
 first line) and the reason: the exception's type and message, the per-cell time limit that it
 ran past, or the kernel's death. The kernel's own log (its stderr) goes to a temporary file,
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 import torch
 
-from ..config import MODES, get_device, physical_cores, usable_cpus
+from ..config import MODES, WORKLOADS, get_device, physical_cores, usable_cpus
 from ._config import ROOT, Parser, run
 
 
@@ -79,10 +79,11 @@ FULL_BUDGET_S = {"2d": (600, "cpu"), "image": (900, "cuda")}  # full mode: secon
 
 def workload(nb) -> str:
     """`"2d"` or `"image"`: what the notebook's setup cell passes to `config.set_threads`."""
+    call = re.compile(r"^[^#\n]*set_threads\(\s*(?:workload\s*=\s*)?[\"'](\w+)[\"']", re.M)  # not in a comment
     for cell in nb.cells:
-        found = re.search(r"set_threads\(\s*[\"'](\w+)[\"']", cell.source) if cell.cell_type == "code" else None
-        if found:
-            return found.group(1)
+        found = call.search(cell.source) if cell.cell_type == "code" else None
+        if found and found.group(1).lower() in WORKLOADS:
+            return found.group(1).lower()
     return "2d"
 
 
@@ -90,7 +91,7 @@ def budget(mode: str, kind: str, device: str) -> int | None:
     """The course's time budget in seconds for a notebook of this workload, or None where none is stated."""
     if mode == "fast":
         return FAST_BUDGET_S
-    seconds, on = FULL_BUDGET_S[kind]
+    seconds, on = FULL_BUDGET_S.get(kind, (None, None))
     return seconds if device == on else None
 
 
@@ -116,7 +117,10 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> Result:
     """Execute one notebook; write the executed copy (also when it fails); return its Result.
 
     A failure is one line: notebook, code cell number, its first line, reason."""
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # not JSON, not a notebook: one line that names the file
+        raise ValueError(f"{path} is not a notebook that nbformat can read: {_one_line(str(err))[:200]}") from None
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     bar = tqdm(total=len(code_cells), desc=path.stem, leave=False, unit="cell")
     current, cell_seconds = {"index": None, "start": 0.0}, {}
@@ -145,6 +149,8 @@ def run_notebook(path: Path, out_dir: Path, timeout: int) -> Result:
             complete = True
         except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
             index = current["index"]
+            if index is not None and index not in cell_seconds:  # timed out or killed the kernel: no on_done
+                cell_seconds[index] = time.perf_counter() - current["start"]
             cell = nb.cells[index] if index is not None else None
             number = code_cells.index(index) + 1 if index in code_cells else "?"
             first = _first_line(cell.source) if cell is not None else ""
@@ -170,7 +176,7 @@ def table(results: list[Result], mode: str, device: str) -> str:
     """The report: the machine, then one row per notebook (workload, seconds, budget, status, slowest cell)."""
     width = max(len("notebook"), *(len(r.name) for r in results))
     lines = [machine() + f"; mode {mode}; notebooks on {device}",
-             f"{'notebook':<{width}}  {'workload':<8}  {'seconds':>8}  {'budget':>7}  {'status':<13}  slowest code cell"]
+             f"{'notebook':<{width}}  {'workload':<8}  {'seconds':>8}  {'budget':>7}  {'status':<14}  slowest code cell"]
     for r in results:
         limit = budget(mode, r.kind, device)
         if r.failure is not None:
@@ -180,9 +186,9 @@ def table(results: list[Result], mode: str, device: str) -> str:
         else:
             status = "ok" if r.seconds <= limit else "OVER BUDGET"
         slow = f"{r.slowest[2]:.1f} s in cell {r.slowest[0]} `{r.slowest[1]}`" if r.slowest else ""
-        lines.append(f"{r.name:<{width}}  {r.kind:<8}  {r.seconds:8.1f}  {limit if limit else '-':>7}  {status:<13}  {slow}")
-    if mode == "full" and device != "cuda" and any(r.kind == "image" for r in results):
-        lines.append("(image notebooks have a full-mode budget on one GPU only: 900 s)")
+        lines.append(f"{r.name:<{width}}  {r.kind:<8}  {r.seconds:8.1f}  {limit if limit else '-':>7}  {status:<14}  {slow}")
+    if any(budget(mode, r.kind, device) is None for r in results):
+        lines.append("(full-mode budgets: 2d 600 s on a CPU, image 900 s on one CUDA GPU; '-': none for this device)")
     return "\n".join(lines)
 
 
@@ -199,6 +205,10 @@ def main(argv=None) -> int:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         parser.error(f"no such notebook: {', '.join(missing)}")
+    if args.mode not in MODES:  # a default from COURSE_MODE is not checked by argparse
+        parser.error(f"COURSE_MODE={args.mode!r} is not a mode: use --mode fast or --mode full")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder: pass a folder for the executed copies")
     device = get_device().type  # where the kernels will run (COURSE_DEVICE, else CUDA, MPS, CPU)
     # Kernels inherit this environment: the mode, and this Python first on PATH.
     os.environ["COURSE_MODE"] = args.mode
