@@ -109,11 +109,29 @@ def test_home_page_links_every_notebook_of_the_readme_map():
     assert order == sorted(order)
     assert "preview" not in page.lower()
     preview = site_cli.home_page((ROOT / "README.md").read_text(encoding="utf-8"), names, "", names[2:4])
-    assert f"**A preview:** these pages show their notebooks without outputs, not yet run: `{names[2]}`, `{names[3]}`." \
-        in preview
+    assert (f"**A preview:** 2 of {len(names)} notebooks were not run for this build; their pages show the text and "
+            f"code without outputs: [`{names[2]}`](notebooks/{names[2]}.ipynb), "
+            f"[`{names[3]}`](notebooks/{names[3]}.ipynb).") in preview
+    assert "Each page run for this build is a notebook" in preview and "Each page is a notebook" in page
     # negative control: a README without a map is one clear error
     with pytest.raises(ValueError, match="no course map"):
         site_cli.course_map("# Title\n\nNo table here.\n\n## Next\n")
+
+
+def test_no_run_stages_the_course_notebooks_without_outputs(tmp_path):
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    ran = nbformat.read(NOTEBOOKS[0], as_version=4)
+    ran.cells[[c.cell_type for c in ran.cells].index("code")].outputs = [nbformat.v4.new_output("stream", text="ran\n")]
+    nbformat.write(ran, executed / NOTEBOOKS[0].name)
+    site_cli.stage(tmp_path / "src", NOTEBOOKS, executed, unrun=NOTEBOOKS[1:])
+    staged = {p.name: nbformat.read(tmp_path / "src" / "notebooks" / p.name, as_version=4) for p in NOTEBOOKS}
+    outputs = {name: sum(len(c.get("outputs", [])) for c in nb.cells) for name, nb in staged.items()}
+    assert outputs[NOTEBOOKS[0].name] == 1 and all(outputs[p.name] == 0 for p in NOTEBOOKS[1:])
+    index = (tmp_path / "src" / "index.md").read_text(encoding="utf-8")
+    assert f"{len(NOTEBOOKS) - 1} of {len(NOTEBOOKS)} notebooks were not run" in index
+    preview = index.split("A preview")[1].split("```")[0]  # the preview sentence, up to the toctree
+    assert f"[`{NOTEBOOKS[0].stem}`]" not in preview and all(f"[`{p.stem}`]" in preview for p in NOTEBOOKS[1:])
 
 
 # -- which executed copies are reused

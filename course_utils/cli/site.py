@@ -119,11 +119,13 @@ def home_page(readme: str, names: list[str], repository: str = "", unrun: list[s
     where = f" ([the repository]({repository}))" if repository else ""
     return "\n".join([
         f"# {title}", "", *lines, "",
-        "Each page is a notebook as it ran in fast mode (`COURSE_MODE=fast`: small models, short "
-        "training), with its figures and printed numbers. The buttons at the top of a page download the "
-        f"notebook or open it in the repository; to run it yourself, follow the README{where}.",
-        *(["", "**A preview:** these pages show their notebooks without outputs, not yet run: "
-           + ", ".join(f"`{name}`" for name in unrun) + "."] if unrun else []),
+        ("Each page run for this build" if unrun else "Each page") + " is a notebook as it ran in fast mode "
+        "(`COURSE_MODE=fast`: small models, short training), with its figures and printed numbers. The buttons "
+        f"at the top of a page download the notebook or open it in the repository; to run it yourself, follow "
+        f"the README{where}.",
+        *(["", f"**A preview:** {len(unrun)} of {len(names)} notebooks were not run for this build; their pages "
+           "show the text and code without outputs: "
+           + ", ".join(f"[`{name}`](notebooks/{name}.ipynb)" for name in unrun) + "."] if unrun else []),
         "", "```{toctree}", ":hidden:", ":caption: Notebooks", ":maxdepth: 1", "",
         *[f"notebooks/{name}" for name in names], "```", "",
     ])
@@ -187,6 +189,9 @@ def main(argv=None) -> int:
     # 1. the executed notebooks, in fast mode
     stale = [p for p in sources if args.rerun or not fresh(executed / p.name, p)]
     unrun = stale if args.no_run else []
+    if args.no_run and not executed.is_dir():
+        print(f"--no-run: {executed} does not exist, so no notebook has outputs (run `python -m course_utils "
+              f"run-notebooks --out {executed}` first, or pass the right --executed)", file=sys.stderr)
     if unrun:
         print(f"--no-run: {len(unrun)} of {len(sources)} notebooks appear without outputs (no complete fast-mode "
               "copy newer than the notebook in " + f"{executed}): " + ", ".join(p.stem.split("_")[0] for p in unrun))
