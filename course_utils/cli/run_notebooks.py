@@ -177,8 +177,8 @@ def table(results: list[Result], mode: str, device: str) -> str:
     width = max(len("notebook"), *(len(r.name) for r in results))
     lines = [machine() + f"; mode {mode}; notebooks on {device}",
              f"{'notebook':<{width}}  {'workload':<8}  {'seconds':>8}  {'budget':>7}  {'status':<14}  slowest code cell"]
-    for r in results:
-        limit = budget(mode, r.kind, device)
+    limits = [budget(mode, r.kind, device) for r in results]
+    for r, limit in zip(results, limits):
         if r.failure is not None:
             status = "FAILED"
         elif limit is None:
@@ -187,7 +187,7 @@ def table(results: list[Result], mode: str, device: str) -> str:
             status = "ok" if r.seconds <= limit else "OVER BUDGET"
         slow = f"{r.slowest[2]:.1f} s in cell {r.slowest[0]} `{r.slowest[1]}`" if r.slowest else ""
         lines.append(f"{r.name:<{width}}  {r.kind:<8}  {r.seconds:8.1f}  {limit if limit else '-':>7}  {status:<14}  {slow}")
-    if any(budget(mode, r.kind, device) is None for r in results):
+    if None in limits:
         lines.append("(full-mode budgets: 2d 600 s on a CPU, image 900 s on one CUDA GPU; '-': none for this device)")
     return "\n".join(lines)
 

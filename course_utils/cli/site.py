@@ -194,7 +194,7 @@ def main(argv=None) -> int:
               f"run-notebooks --out {executed}` first, or pass the right --executed)", file=sys.stderr)
     if unrun:
         print(f"--no-run: {len(unrun)} of {len(sources)} notebooks appear without outputs (no complete fast-mode "
-              "copy newer than the notebook in " + f"{executed}): " + ", ".join(p.stem.split("_")[0] for p in unrun))
+              f"copy newer than the notebook in {executed}): " + ", ".join(p.stem.split("_")[0] for p in unrun))
     elif stale:
         print(f"running {len(stale)} of {len(sources)} notebooks in fast mode into {executed} "
               f"({'--rerun' if args.rerun else 'no complete fast-mode copy newer than the notebook'}): "
